@@ -1,1 +1,15 @@
-//! Placeholder: replaced by the crate's real contents.
+//! KubeRay-compatible `ray.io/v1` API: the RayCluster, RayJob and RayService types, their
+//! validation, and the CRDs generated from them. Shared by the host and the wasm32-wasip2
+//! plugins, so both read and judge objects with one definition.
+
+pub mod cel;
+pub mod constants;
+pub mod messages;
+pub mod raycluster;
+pub mod rayjob;
+pub mod rayservice;
+
+pub use constants::FeatureGates;
+pub use raycluster::{RayCluster, RayClusterSpec, RayClusterStatus, WorkerGroupSpec};
+pub use rayjob::{RayJob, RayJobSpec, RayJobStatus};
+pub use rayservice::{RayService, RayServiceSpec, RayServiceStatuses};
