@@ -24,12 +24,10 @@ pub fn managed_by_rules() -> Value {
 /// One worker group: the replica bounds must be ordered. The API server applies the schema
 /// defaults (0 and MaxInt32) before it evaluates the rule.
 pub fn worker_group_rules() -> Value {
-    json!([
-        rule(
-            "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
-            messages::MIN_REPLICAS_GREATER_THAN_MAX,
-        ),
-    ])
+    json!([rule(
+        "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+        messages::MIN_REPLICAS_GREATER_THAN_MAX,
+    ),])
 }
 
 /// RayJob `spec.deletionStrategy`: KubeRay's two rules.

@@ -84,7 +84,8 @@ pub const REDIS_PASSWORD_ENV: &str = "REDIS_PASSWORD";
 pub const REDIS_USERNAME_ENV: &str = "REDIS_USERNAME";
 pub const RAY_ENABLE_AUTOSCALER_V2_ENV: &str = "RAY_enable_autoscaler_v2";
 pub const RAY_EXTERNAL_STORAGE_NAMESPACE_ENV: &str = "RAY_external_storage_namespace";
-pub const RAY_GCS_RPC_SERVER_RECONNECT_TIMEOUT_S_ENV: &str = "RAY_gcs_rpc_server_reconnect_timeout_s";
+pub const RAY_GCS_RPC_SERVER_RECONNECT_TIMEOUT_S_ENV: &str =
+    "RAY_gcs_rpc_server_reconnect_timeout_s";
 pub const FQ_RAY_IP_ENV: &str = "FQ_RAY_IP";
 pub const RAY_IP_ENV: &str = "RAY_IP";
 pub const RAY_CLUSTER_NAME_ENV: &str = "RAY_CLUSTER_NAME";

@@ -4,12 +4,17 @@
 
 pub mod cel;
 pub mod constants;
+pub mod crd;
 pub mod messages;
 pub mod raycluster;
 pub mod rayjob;
 pub mod rayservice;
+pub mod validation;
 
 pub use constants::FeatureGates;
 pub use raycluster::{RayCluster, RayClusterSpec, RayClusterStatus, WorkerGroupSpec};
 pub use rayjob::{RayJob, RayJobSpec, RayJobStatus};
 pub use rayservice::{RayService, RayServiceSpec, RayServiceStatuses};
+pub use validation::{
+    ValidationError, ValidationErrors, validate_ray_cluster, validate_ray_job, validate_ray_service,
+};

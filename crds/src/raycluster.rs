@@ -285,13 +285,25 @@ pub struct RayClusterStatus {
     pub state: Option<ClusterState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(default, rename = "desiredCPU", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "desiredCPU",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_cpu: Option<Quantity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_memory: Option<Quantity>,
-    #[serde(default, rename = "desiredGPU", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "desiredGPU",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_gpu: Option<Quantity>,
-    #[serde(default, rename = "desiredTPU", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "desiredTPU",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_tpu: Option<Quantity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_update_time: Option<Time>,

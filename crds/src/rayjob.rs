@@ -64,7 +64,11 @@ pub struct RayJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<String>,
     /// Ray runtime environment as YAML.
-    #[serde(default, rename = "runtimeEnvYAML", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "runtimeEnvYAML",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub runtime_env_yaml: Option<String>,
     /// Submission id; generated when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,7 +97,8 @@ pub struct RayJobSpec {
 
 impl RayJobSpec {
     pub fn submission_mode(&self) -> JobSubmissionMode {
-        self.submission_mode.unwrap_or(JobSubmissionMode::K8sJobMode)
+        self.submission_mode
+            .unwrap_or(JobSubmissionMode::K8sJobMode)
     }
 
     pub fn backoff_limit(&self) -> i32 {
@@ -114,7 +119,9 @@ impl RayJobSpec {
 
     /// The selector, when it selects anything (an empty map counts as absent).
     pub fn cluster_selector(&self) -> Option<&BTreeMap<String, String>> {
-        self.cluster_selector.as_ref().filter(|selector| !selector.is_empty())
+        self.cluster_selector
+            .as_ref()
+            .filter(|selector| !selector.is_empty())
     }
 }
 
@@ -184,7 +191,9 @@ impl DeletionCondition {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum DeletionPolicyType {
     DeleteCluster,
     DeleteWorkers,
@@ -193,7 +202,9 @@ pub enum DeletionPolicyType {
 }
 
 /// The terminal Ray job statuses a deletion rule can match.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum DeletionJobStatus {
     #[serde(rename = "SUCCEEDED")]
     Succeeded,
@@ -213,7 +224,11 @@ pub struct RayJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ray_cluster_name: Option<String>,
     /// `host:port` of the dashboard, without a scheme.
-    #[serde(default, rename = "dashboardURL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "dashboardURL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dashboard_url: Option<String>,
     /// Ray's job status; empty while the job is new.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -42,7 +42,11 @@ pub struct RayServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade_strategy: Option<RayServiceUpgradeStrategy>,
     /// Ray Serve multi-application config, as YAML.
-    #[serde(default, rename = "serveConfigV2", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "serveConfigV2",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub serve_config_v2: Option<String>,
     /// Template of the RayClusters serving the applications.
     pub ray_cluster_config: RayClusterSpec,
