@@ -1,0 +1,16 @@
+//! The built-in RayCluster reconciler plugin of WasmRay.
+//!
+//! Given one RayCluster and what the host observed (its pods and services), it decides what
+//! KubeRay v1.5.1 would: the head and worker pods to create or delete, the Services, the
+//! status and the events. Every module is pure and tested natively; [`reconcile::reconcile`]
+//! is the entry point the component exports.
+
+pub mod cluster;
+pub mod pod;
+pub mod quantity;
+pub mod ray_start;
+pub mod service;
+pub mod settings;
+
+#[cfg(test)]
+mod test_support;
