@@ -5,10 +5,12 @@
 pub mod cel;
 pub mod constants;
 pub mod crd;
+mod embedded;
 pub mod messages;
 pub mod raycluster;
 pub mod rayjob;
 pub mod rayservice;
+pub mod samples;
 pub mod validation;
 
 pub use constants::FeatureGates;
@@ -16,5 +18,6 @@ pub use raycluster::{RayCluster, RayClusterSpec, RayClusterStatus, WorkerGroupSp
 pub use rayjob::{RayJob, RayJobSpec, RayJobStatus};
 pub use rayservice::{RayService, RayServiceSpec, RayServiceStatuses};
 pub use validation::{
-    ValidationError, ValidationErrors, validate_ray_cluster, validate_ray_job, validate_ray_service,
+    ObjectError, ValidationError, ValidationErrors, validate_ray_cluster, validate_ray_job,
+    validate_ray_service, validate_value,
 };

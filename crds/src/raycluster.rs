@@ -117,7 +117,11 @@ pub struct HeadGroupSpec {
     /// Pod template of the head; the Ray container is `containers[0]`.
     pub template: PodTemplateSpec,
     /// A complete head Service to use instead of the generated one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::embedded::serialize_service"
+    )]
     pub head_service: Option<Service>,
     /// Creates an Ingress for the dashboard.
     #[serde(default, skip_serializing_if = "Option::is_none")]

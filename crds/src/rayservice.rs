@@ -36,7 +36,11 @@ pub struct RayServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_unhealthy_second_threshold: Option<i32>,
     /// Custom serve Service (name, labels, annotations and type are kept).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::embedded::serialize_service"
+    )]
     pub serve_service: Option<Service>,
     /// How a changed cluster spec is rolled out.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -140,6 +140,58 @@ pub fn validate_ray_service(
     report.finish()
 }
 
+/// Why an object could not be validated at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error(
+        "not a ray.io/v1 RayCluster, RayJob or RayService: apiVersion {api_version:?}, kind {kind:?}"
+    )]
+    UnknownKind { api_version: String, kind: String },
+    #[error("the {kind} does not match the ray.io/v1 schema: {source}")]
+    Malformed {
+        kind: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Parses any of the three kinds from JSON (by `apiVersion` and `kind`) and validates it.
+/// The outer error says the object could not be read; the inner result is the validation.
+pub fn validate_value(
+    object: &serde_json::Value,
+    gates: &FeatureGates,
+) -> Result<Result<(), ValidationErrors>, ObjectError> {
+    let text = |key: &str| {
+        object
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (api_version, kind) = (text("apiVersion"), text("kind"));
+    let malformed = |source| ObjectError::Malformed {
+        kind: kind.clone(),
+        source,
+    };
+    if api_version != format!("{}/{}", c::GROUP, c::VERSION) {
+        return Err(ObjectError::UnknownKind { api_version, kind });
+    }
+    match kind.as_str() {
+        "RayCluster" => Ok(validate_ray_cluster(
+            &serde_json::from_value(object.clone()).map_err(malformed)?,
+            gates,
+        )),
+        "RayJob" => Ok(validate_ray_job(
+            &serde_json::from_value(object.clone()).map_err(malformed)?,
+            gates,
+        )),
+        "RayService" => Ok(validate_ray_service(
+            &serde_json::from_value(object.clone()).map_err(malformed)?,
+            gates,
+        )),
+        _ => Err(ObjectError::UnknownKind { api_version, kind }),
+    }
+}
+
 fn annotations(metadata: &ObjectMeta) -> &BTreeMap<String, String> {
     static EMPTY: BTreeMap<String, String> = BTreeMap::new();
     metadata.annotations.as_ref().unwrap_or(&EMPTY)
@@ -283,6 +335,7 @@ fn validate_cluster_spec(
     annotations: &BTreeMap<String, String>,
     gates: &FeatureGates,
 ) {
+    validate_managed_by(report, prefix, spec.managed_by.as_deref());
     let head = &spec.head_group_spec;
     let head_path = format!("{prefix}.headGroupSpec");
     if ray_container(&head.template).is_none() {
@@ -373,6 +426,16 @@ fn validate_cluster_spec(
                 Some(_) => {}
             },
         }
+    }
+}
+
+/// The API server enforces this with a CEL rule; checked here too so plugins see the same answer.
+fn validate_managed_by(report: &mut Report, prefix: &str, managed_by: Option<&str>) {
+    if let Some(value) = managed_by
+        && value != c::MANAGED_BY_KUBERAY
+        && value != c::MANAGED_BY_MULTIKUEUE
+    {
+        report.add(format!("{prefix}.managedBy"), m::MANAGED_BY_VALUE);
     }
 }
 
@@ -559,6 +622,7 @@ fn validate_job_spec(
     annotations: &BTreeMap<String, String>,
     gates: &FeatureGates,
 ) {
+    validate_managed_by(report, "spec", spec.managed_by.as_deref());
     let mode = spec.submission_mode();
     let selector = spec.cluster_selector();
     let autoscaling = spec
