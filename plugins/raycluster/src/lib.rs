@@ -9,8 +9,10 @@ pub mod cluster;
 pub mod pod;
 pub mod quantity;
 pub mod ray_start;
+pub mod scale;
 pub mod service;
 pub mod settings;
+pub mod status;
 
 #[cfg(test)]
 mod test_support;

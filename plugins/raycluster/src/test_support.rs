@@ -9,3 +9,65 @@ pub fn cluster_from_yaml(yaml: &str) -> RayCluster {
     value["kind"] = "RayCluster".into();
     serde_json::from_value(value).expect("test YAML is a RayCluster")
 }
+
+use wasmray_plugin_sdk::{ContainerState, ContainerStatus, ObservedPod, PodCondition};
+
+/// An observed Ray pod of the cluster `rc`; `ready` sets its Ready condition.
+pub fn pod(name: &str, node_type: &str, group: &str, phase: &str, ready: bool) -> ObservedPod {
+    let labels = [
+        ("ray.io/cluster", "rc"),
+        ("ray.io/node-type", node_type),
+        ("ray.io/group", group),
+    ];
+    ObservedPod {
+        name: name.to_owned(),
+        uid: format!("uid-{name}"),
+        resource_version: "1".to_owned(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        annotations: Vec::new(),
+        creation_timestamp: None,
+        deletion_timestamp: None,
+        node_name: None,
+        restart_policy: Some("Always".to_owned()),
+        scheduler_name: None,
+        phase: Some(phase.to_owned()),
+        reason: None,
+        message: None,
+        pod_ip: Some(format!("10.0.0.{}", name.len())),
+        host_ip: None,
+        start_time: None,
+        conditions: vec![PodCondition {
+            condition_type: "Ready".to_owned(),
+            status: if ready { "True" } else { "False" }.to_owned(),
+            reason: None,
+            message: None,
+            last_transition_time: None,
+        }],
+        init_container_statuses: Vec::new(),
+        container_statuses: Vec::new(),
+    }
+}
+
+/// The status of a container that exited with `exit_code`.
+pub fn terminated(name: &str, exit_code: i32) -> ContainerStatus {
+    ContainerStatus {
+        name: name.to_owned(),
+        ready: false,
+        started: Some(false),
+        restart_count: 0,
+        state: ContainerState::Terminated(
+            wasmray_plugin_sdk::bindings::types::ContainerTerminated {
+                exit_code,
+                signal: None,
+                reason: Some("Error".to_owned()),
+                message: None,
+                started_at: None,
+                finished_at: None,
+            },
+        ),
+        last_state: ContainerState::Unknown,
+    }
+}

@@ -1,0 +1,825 @@
+//! RayCluster status as KubeRay v1.5.1 computes it (conditions, counters, desired
+//! resources, state, endpoints, head info) and suspension, which is driven by conditions.
+//!
+//! The plugin returns a status only when something in it changed: `lastUpdateTime` moves
+//! only with another change, so a settled cluster costs the API server no write.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff;
+use wasmray_crds::constants::*;
+use wasmray_crds::raycluster::{ClusterState, HeadInfo, RayClusterStatus};
+use wasmray_plugin_sdk::{ContainerState, ObservedPod, ObservedService, Timestamp, lookup};
+
+use crate::cluster::ClusterContext;
+use crate::quantity::Quantity;
+use crate::ray_start::is_gpu_resource;
+use crate::scale::{PodMode, PodPlan, is_head, is_running_and_ready, is_terminating, is_worker};
+
+const TPU_RESOURCE: &str = "google.com/tpu";
+
+/// A condition of KubeRay's status for invalid objects has no equivalent; WasmRay adds
+/// this one (True while the object breaks a validation rule) next to the Warning event.
+pub const RAY_CLUSTER_INVALID: &str = "RayClusterInvalid";
+
+/// Where the cluster is in a suspension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuspendStep {
+    /// Not suspending; nothing to change.
+    None,
+    /// `spec.suspend` was just set: mark Suspending and start deleting pods.
+    Begin,
+    /// Suspending: keep deleting until no pod is left.
+    Continue,
+    /// Suspending and no pod left: mark Suspended.
+    Complete,
+    /// Suspended and still wanted so: leave the pods alone.
+    Stay,
+    /// Suspended but `spec.suspend` is false: resume.
+    Resume,
+}
+
+impl SuspendStep {
+    pub fn pod_mode(self) -> PodMode {
+        match self {
+            SuspendStep::Begin | SuspendStep::Continue => PodMode::DeleteAll,
+            SuspendStep::Complete | SuspendStep::Stay => PodMode::Leave,
+            SuspendStep::None | SuspendStep::Resume => PodMode::Reconcile,
+        }
+    }
+}
+
+fn condition_is_true(status: Option<&RayClusterStatus>, condition_type: &str) -> bool {
+    status
+        .and_then(|status| status.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == condition_type && c.status == "True")
+}
+
+/// The next suspension step from `spec.suspend`, the current conditions and the pods.
+/// Without the status-conditions gate, KubeRay simply deletes pods while `suspend` is true.
+pub fn suspend_step(ctx: &ClusterContext, pods: &[ObservedPod]) -> SuspendStep {
+    let wanted = ctx.cluster.spec.is_suspended();
+    let status = ctx.cluster.status.as_ref();
+    if !ctx.settings.status_conditions {
+        return match (wanted, pods.is_empty()) {
+            (false, _) => SuspendStep::None,
+            (true, false) => SuspendStep::Continue,
+            (true, true) => SuspendStep::Stay,
+        };
+    }
+    if condition_is_true(status, RAY_CLUSTER_SUSPENDING) {
+        // Atomic: finishes even if `suspend` flipped back meanwhile.
+        return if pods.is_empty() {
+            SuspendStep::Complete
+        } else {
+            SuspendStep::Continue
+        };
+    }
+    match (condition_is_true(status, RAY_CLUSTER_SUSPENDED), wanted) {
+        (true, true) => SuspendStep::Stay,
+        (true, false) => SuspendStep::Resume,
+        (false, true) => SuspendStep::Begin,
+        (false, false) => SuspendStep::None,
+    }
+}
+
+/// What the reconcile pass found besides the pods: needed to judge state and conditions.
+pub struct PassOutcome<'a, 'p> {
+    pub plan: &'a PodPlan<'p>,
+    pub suspend: SuspendStep,
+    /// A failed pod write reported by the host: (KubeRay reason, message).
+    pub replica_failure: Option<(String, String)>,
+    /// Validation errors: (event reason, message).
+    pub invalid: Option<(&'a str, String)>,
+}
+
+/// The new status, or `None` when it would equal the current one.
+pub fn compute_status(
+    ctx: &ClusterContext,
+    pods: &[ObservedPod],
+    services: &[ObservedService],
+    outcome: &PassOutcome,
+    now: Timestamp,
+) -> Option<RayClusterStatus> {
+    let old = ctx.cluster.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let now = to_time(now);
+    let head_pod = pods
+        .iter()
+        .filter(|pod| is_head(pod))
+        .min_by_key(|pod| is_terminating(pod));
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+
+    match &outcome.invalid {
+        Some((reason, message)) => {
+            set_condition(conditions, RAY_CLUSTER_INVALID, true, reason, message, &now);
+            status.observed_generation = ctx.cluster.metadata.generation;
+            return finish(status, old, now);
+        }
+        None => conditions.retain(|c| c.type_ != RAY_CLUSTER_INVALID),
+    }
+
+    if ctx.settings.status_conditions {
+        update_conditions(conditions, pods, head_pod, outcome, &now);
+    }
+    if status.conditions.as_ref().is_some_and(Vec::is_empty) {
+        status.conditions = None;
+    }
+
+    update_counters(ctx, &mut status, pods);
+    update_desired_resources(ctx, &mut status);
+    update_head_and_endpoints(ctx, &mut status, head_pod, services);
+    update_state(ctx, &mut status, pods, outcome, &now);
+    status.observed_generation = ctx.cluster.metadata.generation;
+    finish(status, old, now)
+}
+
+fn finish(
+    mut status: RayClusterStatus,
+    old: RayClusterStatus,
+    now: Time,
+) -> Option<RayClusterStatus> {
+    if status == old {
+        return None;
+    }
+    status.last_update_time = Some(now);
+    Some(status)
+}
+
+fn to_time(timestamp: Timestamp) -> Time {
+    // Kubernetes keeps whole seconds; dropping the rest keeps comparisons with stored
+    // times exact.
+    Time(jiff::Timestamp::from_second(timestamp.seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+}
+
+/// `meta.SetStatusCondition`: the transition time moves only when the status does.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    condition_type: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) {
+    let status = if status { "True" } else { "False" };
+    match conditions.iter_mut().find(|c| c.type_ == condition_type) {
+        Some(existing) => {
+            if existing.status != status {
+                existing.status = status.to_owned();
+                existing.last_transition_time = now.clone();
+            }
+            existing.reason = reason.to_owned();
+            existing.message = message.to_owned();
+        }
+        None => conditions.push(Condition {
+            type_: condition_type.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            last_transition_time: now.clone(),
+            observed_generation: None,
+        }),
+    }
+}
+
+fn update_conditions(
+    conditions: &mut Vec<Condition>,
+    pods: &[ObservedPod],
+    head_pod: Option<&ObservedPod>,
+    outcome: &PassOutcome,
+    now: &Time,
+) {
+    match &outcome.replica_failure {
+        Some((reason, message)) => set_condition(
+            conditions,
+            RAY_CLUSTER_REPLICA_FAILURE,
+            true,
+            reason,
+            message,
+            now,
+        ),
+        None => conditions.retain(|c| c.type_ != RAY_CLUSTER_REPLICA_FAILURE),
+    }
+
+    let (ready, reason, message) = head_pod_ready(head_pod);
+    set_condition(conditions, HEAD_POD_READY, ready, &reason, &message, now);
+
+    match outcome.suspend {
+        SuspendStep::Begin => {
+            set_condition(
+                conditions,
+                RAY_CLUSTER_SUSPENDING,
+                true,
+                RAY_CLUSTER_SUSPENDING,
+                "",
+                now,
+            );
+        }
+        SuspendStep::Complete => {
+            set_condition(
+                conditions,
+                RAY_CLUSTER_SUSPENDING,
+                false,
+                RAY_CLUSTER_SUSPENDING,
+                "",
+                now,
+            );
+            set_condition(
+                conditions,
+                RAY_CLUSTER_SUSPENDED,
+                true,
+                RAY_CLUSTER_SUSPENDED,
+                "",
+                now,
+            );
+            set_condition(
+                conditions,
+                RAY_CLUSTER_PROVISIONED,
+                false,
+                RAY_CLUSTER_PODS_PROVISIONING,
+                "RayCluster has been suspended",
+                now,
+            );
+        }
+        SuspendStep::Resume => {
+            set_condition(
+                conditions,
+                RAY_CLUSTER_SUSPENDED,
+                false,
+                RAY_CLUSTER_SUSPENDED,
+                "",
+                now,
+            );
+        }
+        SuspendStep::None | SuspendStep::Continue | SuspendStep::Stay => {}
+    }
+
+    let provisioned = conditions
+        .iter()
+        .any(|c| c.type_ == RAY_CLUSTER_PROVISIONED && c.status == "True");
+    let suspended = conditions.iter().any(|c| {
+        (c.type_ == RAY_CLUSTER_SUSPENDED || c.type_ == RAY_CLUSTER_SUSPENDING)
+            && c.status == "True"
+    });
+    if !provisioned && !suspended {
+        let all_ready = !pods.is_empty()
+            && !outcome.plan.changes_pods()
+            && pods.iter().all(|pod| {
+                pod.phase.as_deref() == Some("Running")
+                    && !pod
+                        .conditions
+                        .iter()
+                        .any(|c| c.condition_type == "Ready" && c.status == "False")
+            });
+        if all_ready {
+            set_condition(
+                conditions,
+                RAY_CLUSTER_PROVISIONED,
+                true,
+                ALL_POD_RUNNING_AND_READY_FIRST_TIME,
+                "All Ray Pods are ready for the first time",
+                now,
+            );
+        } else {
+            set_condition(
+                conditions,
+                RAY_CLUSTER_PROVISIONED,
+                false,
+                RAY_CLUSTER_PODS_PROVISIONING,
+                "RayCluster Pods are being provisioned for first time",
+                now,
+            );
+        }
+    }
+}
+
+/// `HeadPodReady` mirrors the head pod's Ready condition, with the failing container's
+/// reason in place of the generic `ContainersNotReady`.
+fn head_pod_ready(head: Option<&ObservedPod>) -> (bool, String, String) {
+    let Some(head) = head else {
+        return (
+            false,
+            HEAD_POD_NOT_FOUND.to_owned(),
+            "Head Pod not found".to_owned(),
+        );
+    };
+    let Some(ready) = head.conditions.iter().find(|c| c.condition_type == "Ready") else {
+        return (false, "Unknown".to_owned(), String::new());
+    };
+    let is_true = ready.status == "True";
+    let mut reason = ready.reason.clone().unwrap_or_default();
+    let mut message = ready.message.clone().unwrap_or_default();
+    if reason.is_empty() && is_true {
+        reason = HEAD_POD_RUNNING_AND_READY.to_owned();
+    }
+    if reason == "ContainersNotReady"
+        && let Some(status) = head.container_statuses.first()
+    {
+        let detail = match &status.state {
+            ContainerState::Waiting(waiting) => {
+                waiting.reason.clone().zip(Some(waiting.message.clone()))
+            }
+            ContainerState::Terminated(terminated) => terminated
+                .reason
+                .clone()
+                .zip(Some(terminated.message.clone())),
+            _ => None,
+        };
+        if let Some((container_reason, container_message)) = detail {
+            reason = container_reason;
+            message = format!(
+                "{message}; {}: {}",
+                status.name,
+                container_message.unwrap_or_default()
+            );
+        }
+    }
+    if reason.is_empty() {
+        reason = "Unknown".to_owned();
+    }
+    (is_true, reason, message)
+}
+
+fn update_counters(ctx: &ClusterContext, status: &mut RayClusterStatus, pods: &[ObservedPod]) {
+    let workers = || {
+        pods.iter()
+            .filter(|pod| is_worker(pod) && !is_terminating(pod))
+    };
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    status.ready_worker_replicas = Some(count(
+        workers().filter(|pod| is_running_and_ready(pod)).count(),
+    ));
+    status.available_worker_replicas = Some(count(
+        workers()
+            .filter(|pod| pod.phase.as_deref() == Some("Running"))
+            .count(),
+    ));
+    let (mut desired, mut min, mut max) = (0i32, 0i32, 0i32);
+    for group in ctx.cluster.spec.worker_groups() {
+        let hosts = group.num_of_hosts();
+        desired = desired.saturating_add(group.desired_replicas().saturating_mul(hosts));
+        if !group.is_suspended() {
+            min = min.saturating_add(group.min_replicas().saturating_mul(hosts));
+            max = max.saturating_add(group.max_replicas().saturating_mul(hosts));
+        }
+    }
+    status.desired_worker_replicas = Some(desired);
+    status.min_worker_replicas = Some(min);
+    status.max_worker_replicas = Some(max);
+}
+
+/// Requests per resource, falling back to limits, over every container of the template.
+fn template_resources(template: &PodTemplateSpec) -> BTreeMap<&str, Quantity> {
+    let mut total: BTreeMap<&str, Quantity> = BTreeMap::new();
+    let containers = template
+        .spec
+        .as_ref()
+        .map(|spec| spec.containers.as_slice());
+    for resources in containers
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.resources.as_ref())
+    {
+        let requests = resources.requests.as_ref();
+        let limits = resources.limits.as_ref();
+        let names = requests
+            .into_iter()
+            .flatten()
+            .chain(limits.into_iter().flatten());
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, _) in names {
+            if !seen.insert(name.as_str()) {
+                continue;
+            }
+            let quantity = requests
+                .and_then(|r| r.get(name))
+                .or_else(|| limits.and_then(|l| l.get(name)))
+                .and_then(|q| Quantity::parse(&q.0).ok());
+            if let Some(quantity) = quantity {
+                let entry = total.entry(name.as_str()).or_insert(Quantity::ZERO);
+                *entry = *entry + quantity;
+            }
+        }
+    }
+    total
+}
+
+fn update_desired_resources(ctx: &ClusterContext, status: &mut RayClusterStatus) {
+    let spec = &ctx.cluster.spec;
+    let mut total: BTreeMap<&str, Quantity> = template_resources(&spec.head_group_spec.template);
+    for group in spec.worker_groups().iter().filter(|g| !g.is_suspended()) {
+        let pods = i64::from(group.replicas.unwrap_or(0)) * i64::from(group.num_of_hosts());
+        for (name, quantity) in template_resources(&group.template) {
+            let entry = total.entry(name).or_insert(Quantity::ZERO);
+            *entry = *entry + quantity.times(pods);
+        }
+    }
+    let sum = |matches: &dyn Fn(&str) -> bool| {
+        let quantity = total
+            .iter()
+            .filter(|(name, _)| matches(name))
+            .fold(Quantity::ZERO, |acc, (_, q)| acc + *q);
+        Some(K8sQuantity(quantity.to_string()))
+    };
+    status.desired_cpu = sum(&|name| name == "cpu");
+    status.desired_memory = sum(&|name| name == "memory");
+    status.desired_gpu = sum(&is_gpu_resource);
+    status.desired_tpu = sum(&|name| name == TPU_RESOURCE);
+}
+
+fn update_head_and_endpoints(
+    ctx: &ClusterContext,
+    status: &mut RayClusterStatus,
+    head_pod: Option<&ObservedPod>,
+    services: &[ObservedService],
+) {
+    let head_service = services.iter().find(|service| {
+        lookup(&service.labels, RAY_CLUSTER_LABEL_KEY) == Some(ctx.name)
+            && lookup(&service.labels, RAY_NODE_TYPE_LABEL_KEY) == Some(HEAD_NODE_TYPE)
+    });
+    let pod_ip = head_pod
+        .and_then(|pod| pod.pod_ip.clone())
+        .filter(|ip| !ip.is_empty());
+    let service_ip = head_service.and_then(|service| match service.cluster_ip.as_deref() {
+        Some("None") => pod_ip.clone(),
+        Some("") | None => None,
+        Some(ip) => Some(ip.to_owned()),
+    });
+    let head = HeadInfo {
+        pod_ip,
+        service_ip,
+        pod_name: head_pod.map(|pod| pod.name.clone()),
+        service_name: head_service.map(|service| service.name.clone()),
+    };
+    status.head = (head != HeadInfo::default()).then_some(head);
+    let endpoints: BTreeMap<String, String> = head_service
+        .into_iter()
+        .flat_map(|service| &service.ports)
+        .filter_map(|port| Some((port.name.clone()?, port.port.to_string())))
+        .collect();
+    status.endpoints = (!endpoints.is_empty()).then_some(endpoints);
+}
+
+fn update_state(
+    ctx: &ClusterContext,
+    status: &mut RayClusterStatus,
+    pods: &[ObservedPod],
+    outcome: &PassOutcome,
+    now: &Time,
+) {
+    let suspended_now = if ctx.settings.status_conditions {
+        outcome.suspend == SuspendStep::Complete
+    } else {
+        outcome.suspend == SuspendStep::Stay
+    };
+    let desired_pods = status
+        .desired_worker_replicas
+        .unwrap_or(0)
+        .saturating_add(1);
+    let all_ready = outcome.plan.problems.is_empty()
+        && outcome.replica_failure.is_none()
+        && !outcome.plan.changes_pods()
+        && outcome.suspend.pod_mode() == PodMode::Reconcile
+        && usize::try_from(desired_pods).is_ok_and(|n| n == pods.len())
+        && pods.iter().all(is_running_and_ready);
+    let new_state = if suspended_now {
+        Some(ClusterState::Suspended)
+    } else if all_ready {
+        status.reason = None;
+        Some(ClusterState::Ready)
+    } else {
+        if !outcome.plan.problems.is_empty() {
+            status.reason = Some(outcome.plan.problems.join("; "));
+        }
+        status.state
+    };
+    if new_state != status.state
+        && let Some(state) = new_state
+    {
+        let key = serde_json::to_value(state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        status
+            .state_transition_times
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key, now.clone());
+        status.state = Some(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+    use crate::test_support::{cluster_from_yaml, pod};
+    use wasmray_plugin_sdk::bindings::types::{
+        ContainerStatus, ContainerWaiting, PodCondition, ServicePort,
+    };
+
+    const CLUSTER: &str = r#"
+metadata: {name: rc, namespace: ns, uid: u, generation: 3}
+spec:
+  headGroupSpec:
+    template:
+      spec:
+        containers:
+        - name: ray-head
+          resources: {requests: {cpu: "1", memory: 2Gi}}
+  workerGroupSpecs:
+  - groupName: g
+    replicas: 2
+    minReplicas: 1
+    maxReplicas: 5
+    template:
+      spec:
+        containers:
+        - name: ray-worker
+          resources: {limits: {cpu: "2", memory: 4Gi, nvidia.com/gpu: "1"}, requests: {cpu: 500m}}
+        - name: sidecar
+          resources: {requests: {cpu: 100m, google.com/tpu: "4"}}
+  - groupName: off
+    suspend: true
+    replicas: 3
+    maxReplicas: 3
+    template: {spec: {containers: [{name: w, resources: {requests: {cpu: "8"}}}]}}
+"#;
+
+    const NOW: Timestamp = Timestamp {
+        seconds: 1_800_000_000,
+        nanos: 5,
+    };
+
+    fn head_service() -> ObservedService {
+        ObservedService {
+            name: "rc-head-svc".into(),
+            uid: "s".into(),
+            labels: vec![
+                (RAY_CLUSTER_LABEL_KEY.into(), "rc".into()),
+                (RAY_NODE_TYPE_LABEL_KEY.into(), "head".into()),
+            ],
+            annotations: vec![],
+            creation_timestamp: None,
+            deletion_timestamp: None,
+            service_type: Some("ClusterIP".into()),
+            cluster_ip: Some("None".into()),
+            selector: vec![],
+            ports: vec![
+                ServicePort {
+                    name: Some("dashboard".into()),
+                    port: 8265,
+                    protocol: None,
+                },
+                ServicePort {
+                    name: Some("gcs-server".into()),
+                    port: 6379,
+                    protocol: None,
+                },
+            ],
+        }
+    }
+
+    fn ready_pods() -> Vec<ObservedPod> {
+        vec![
+            pod("rc-head-a", "head", "headgroup", "Running", true),
+            pod("rc-g-worker-a", "worker", "g", "Running", true),
+            pod("rc-g-worker-b", "worker", "g", "Running", true),
+        ]
+    }
+
+    fn compute(
+        cluster: &wasmray_crds::RayCluster,
+        pods: &[ObservedPod],
+        plan: &PodPlan,
+    ) -> Option<RayClusterStatus> {
+        let settings = Settings::default();
+        let ctx = ClusterContext::new(cluster, &settings);
+        let outcome = PassOutcome {
+            plan,
+            suspend: suspend_step(&ctx, pods),
+            replica_failure: None,
+            invalid: None,
+        };
+        compute_status(&ctx, pods, &[head_service()], &outcome, NOW)
+    }
+
+    fn condition<'a>(status: &'a RayClusterStatus, kind: &str) -> Option<&'a Condition> {
+        status.conditions.as_ref()?.iter().find(|c| c.type_ == kind)
+    }
+
+    #[test]
+    fn ready_cluster_status() {
+        let cluster = cluster_from_yaml(CLUSTER);
+        let status = compute(&cluster, &ready_pods(), &PodPlan::default()).unwrap();
+        assert_eq!(status.state, Some(ClusterState::Ready));
+        assert_eq!(status.ready_worker_replicas, Some(2));
+        assert_eq!(status.available_worker_replicas, Some(2));
+        assert_eq!(status.desired_worker_replicas, Some(2));
+        assert_eq!(status.min_worker_replicas, Some(1));
+        assert_eq!(status.max_worker_replicas, Some(5));
+        assert_eq!(status.desired_cpu.as_ref().unwrap().0, "2200m");
+        assert_eq!(status.desired_memory.as_ref().unwrap().0, "10Gi");
+        assert_eq!(status.desired_gpu.as_ref().unwrap().0, "2");
+        assert_eq!(status.desired_tpu.as_ref().unwrap().0, "8");
+        assert_eq!(status.observed_generation, Some(3));
+        let head = status.head.as_ref().unwrap();
+        assert_eq!(head.pod_name.as_deref(), Some("rc-head-a"));
+        assert_eq!(head.service_name.as_deref(), Some("rc-head-svc"));
+        assert_eq!(
+            head.service_ip, head.pod_ip,
+            "headless service: the head pod's IP"
+        );
+        let endpoints = status.endpoints.as_ref().unwrap();
+        assert_eq!(endpoints["dashboard"], "8265");
+        assert_eq!(
+            condition(&status, HEAD_POD_READY).unwrap().reason,
+            HEAD_POD_RUNNING_AND_READY
+        );
+        let provisioned = condition(&status, RAY_CLUSTER_PROVISIONED).unwrap();
+        assert_eq!(
+            (provisioned.status.as_str(), provisioned.reason.as_str()),
+            ("True", ALL_POD_RUNNING_AND_READY_FIRST_TIME)
+        );
+        assert!(
+            status
+                .state_transition_times
+                .as_ref()
+                .unwrap()
+                .contains_key("ready")
+        );
+        assert_eq!(
+            status.last_update_time.as_ref().unwrap().0.as_second(),
+            NOW.seconds
+        );
+
+        // Same inputs with the new status stored: nothing to write.
+        let mut settled = cluster.clone();
+        settled.status = Some(status.clone());
+        assert_eq!(compute(&settled, &ready_pods(), &PodPlan::default()), None);
+        // Round trip through JSON, as the API server stores it: still nothing.
+        let json = serde_json::to_value(&settled).unwrap();
+        let reread: wasmray_crds::RayCluster = serde_json::from_value(json).unwrap();
+        assert_eq!(compute(&reread, &ready_pods(), &PodPlan::default()), None);
+    }
+
+    #[test]
+    fn provisioning_and_never_reset_ready() {
+        let cluster = cluster_from_yaml(CLUSTER);
+        let status = compute(&cluster, &[], &PodPlan::default()).unwrap();
+        assert_eq!(status.state, None);
+        let head = condition(&status, HEAD_POD_READY).unwrap();
+        assert_eq!(
+            (head.status.as_str(), head.reason.as_str()),
+            ("False", HEAD_POD_NOT_FOUND)
+        );
+        assert_eq!(
+            condition(&status, RAY_CLUSTER_PROVISIONED).unwrap().status,
+            "False"
+        );
+        assert_eq!(status.head.as_ref().and_then(|h| h.pod_name.clone()), None);
+
+        let mut ready = cluster.clone();
+        ready.status = compute(&cluster, &ready_pods(), &PodPlan::default());
+        let mut pods = ready_pods();
+        pods[1].conditions[0].status = "False".into();
+        let status = compute(&ready, &pods, &PodPlan::default()).unwrap();
+        assert_eq!(
+            status.state,
+            Some(ClusterState::Ready),
+            "state is never reset"
+        );
+        assert_eq!(status.ready_worker_replicas, Some(1));
+        assert_eq!(
+            condition(&status, RAY_CLUSTER_PROVISIONED).unwrap().status,
+            "True"
+        );
+    }
+
+    #[test]
+    fn head_pod_ready_uses_container_reason() {
+        let cluster = cluster_from_yaml(CLUSTER);
+        let mut pods = ready_pods();
+        pods[0].conditions = vec![PodCondition {
+            condition_type: "Ready".into(),
+            status: "False".into(),
+            reason: Some("ContainersNotReady".into()),
+            message: Some("containers with unready status: [ray-head]".into()),
+            last_transition_time: None,
+        }];
+        pods[0].container_statuses = vec![ContainerStatus {
+            name: "ray-head".into(),
+            ready: false,
+            started: None,
+            restart_count: 3,
+            state: ContainerState::Waiting(ContainerWaiting {
+                reason: Some("CrashLoopBackOff".into()),
+                message: Some("back-off 40s".into()),
+            }),
+            last_state: ContainerState::Unknown,
+        }];
+        let status = compute(&cluster, &pods, &PodPlan::default()).unwrap();
+        let head = condition(&status, HEAD_POD_READY).unwrap();
+        assert_eq!(head.reason, "CrashLoopBackOff");
+        assert_eq!(
+            head.message,
+            "containers with unready status: [ray-head]; ray-head: back-off 40s"
+        );
+        assert_eq!(status.state, None);
+    }
+
+    #[test]
+    fn suspend_sequence() {
+        let mut cluster = cluster_from_yaml(CLUSTER);
+        cluster.spec.suspend = Some(true);
+        let settings = Settings::default();
+        let ctx = ClusterContext::new(&cluster, &settings);
+        assert_eq!(suspend_step(&ctx, &ready_pods()), SuspendStep::Begin);
+        let status = compute(&cluster, &ready_pods(), &PodPlan::default()).unwrap();
+        assert_eq!(
+            condition(&status, RAY_CLUSTER_SUSPENDING).unwrap().status,
+            "True"
+        );
+        assert_eq!(condition(&status, RAY_CLUSTER_SUSPENDED), None);
+
+        cluster.status = Some(status);
+        cluster.spec.suspend = Some(false); // atomic: flipping back does not stop it
+        let ctx = ClusterContext::new(&cluster, &settings);
+        assert_eq!(suspend_step(&ctx, &ready_pods()), SuspendStep::Continue);
+        assert_eq!(suspend_step(&ctx, &[]), SuspendStep::Complete);
+        let status = compute(&cluster, &[], &PodPlan::default()).unwrap();
+        assert_eq!(
+            condition(&status, RAY_CLUSTER_SUSPENDING).unwrap().status,
+            "False"
+        );
+        assert_eq!(
+            condition(&status, RAY_CLUSTER_SUSPENDED).unwrap().status,
+            "True"
+        );
+        let provisioned = condition(&status, RAY_CLUSTER_PROVISIONED).unwrap();
+        assert_eq!(provisioned.message, "RayCluster has been suspended");
+        assert_eq!(status.state, Some(ClusterState::Suspended));
+
+        cluster.status = Some(status);
+        let ctx = ClusterContext::new(&cluster, &settings);
+        assert_eq!(suspend_step(&ctx, &[]), SuspendStep::Resume);
+        cluster.spec.suspend = Some(true);
+        let ctx = ClusterContext::new(&cluster, &settings);
+        assert_eq!(suspend_step(&ctx, &[]), SuspendStep::Stay);
+        cluster.spec.suspend = Some(false);
+        let status = compute(&cluster, &[], &PodPlan::default()).unwrap();
+        assert_eq!(
+            condition(&status, RAY_CLUSTER_SUSPENDED).unwrap().status,
+            "False"
+        );
+        assert_eq!(
+            condition(&status, RAY_CLUSTER_PROVISIONED).unwrap().status,
+            "False"
+        );
+    }
+
+    #[test]
+    fn replica_failure_and_invalid_conditions() {
+        let cluster = cluster_from_yaml(CLUSTER);
+        let settings = Settings::default();
+        let ctx = ClusterContext::new(&cluster, &settings);
+        let plan = PodPlan::default();
+        let outcome = PassOutcome {
+            plan: &plan,
+            suspend: SuspendStep::None,
+            replica_failure: Some((
+                FAILED_CREATE_WORKER_POD.into(),
+                "forbidden: exceeded quota".into(),
+            )),
+            invalid: None,
+        };
+        let status = compute_status(&ctx, &ready_pods(), &[head_service()], &outcome, NOW).unwrap();
+        assert_eq!(
+            condition(&status, RAY_CLUSTER_REPLICA_FAILURE)
+                .unwrap()
+                .reason,
+            FAILED_CREATE_WORKER_POD
+        );
+        assert_eq!(status.state, None);
+
+        let outcome = PassOutcome {
+            replica_failure: None,
+            invalid: Some(("InvalidRayClusterSpec", "bad".into())),
+            ..outcome
+        };
+        let status = compute_status(&ctx, &ready_pods(), &[], &outcome, NOW).unwrap();
+        let invalid = condition(&status, RAY_CLUSTER_INVALID).unwrap();
+        assert_eq!(
+            (invalid.reason.as_str(), invalid.message.as_str()),
+            ("InvalidRayClusterSpec", "bad")
+        );
+        assert_eq!(
+            status.desired_worker_replicas, None,
+            "nothing else is computed"
+        );
+    }
+}
