@@ -1,0 +1,16 @@
+# Entry points for people and CI. Each target is a thin wrapper around a script, so the scripts
+# stay the single source of truth.
+
+.PHONY: test crds controlplane bench
+
+## test: the whole test suite (what CI runs)
+test:
+	tests/scripts/test-all.sh
+
+## crds: regenerate the CRD YAML in crds/generated from the Rust types
+crds:
+	cargo run -p wasmray-crds --features schema --bin crdgen -- crds/generated
+
+## controlplane: build the local Kubernetes control plane and print where its binaries are
+controlplane:
+	tests/controlplane/build.sh

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: lint, unit tests, and end-to-end tests against one real
+# control plane (tests/controlplane) shared by every test binary of the run.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$repo_root"
+ensure_toolchain
+
+log "building the test control plane"
+cp_bin=$(tests/controlplane/build.sh)
+export WASMRAY_CONTROLPLANE_BIN="$cp_bin/testcp"
+
+log "checking format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+(cd tests/controlplane && go vet ./...)
+
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/wasmray-test.XXXXXX")
+cp_pid=""
+stop_controlplane() {
+  if [ -n "$cp_pid" ] && kill -0 "$cp_pid" 2>/dev/null; then
+    kill -TERM "$cp_pid" 2>/dev/null || true
+    wait "$cp_pid" 2>/dev/null || true
+  fi
+}
+trap stop_controlplane EXIT
+
+log "starting the control plane in $run_dir"
+"$cp_bin/testcp" up --dir "$run_dir" >"$run_dir.log" 2>&1 &
+cp_pid=$!
+for _ in $(seq 1 240); do
+  [ -f "$run_dir/ready.json" ] && break
+  kill -0 "$cp_pid" 2>/dev/null || { cat "$run_dir.log" >&2; echo "control plane failed to start" >&2; exit 1; }
+  sleep 0.5
+done
+[ -f "$run_dir/ready.json" ] || { cat "$run_dir.log" >&2; echo "control plane not ready in 120 s" >&2; exit 1; }
+export WASMRAY_TEST_CONTROLPLANE="$run_dir"
+
+log "running the tests"
+cargo test --workspace --locked
