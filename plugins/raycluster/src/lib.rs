@@ -6,9 +6,11 @@
 //! is the entry point the component exports.
 
 pub mod cluster;
+pub mod gcs_ft;
 pub mod pod;
 pub mod quantity;
 pub mod ray_start;
+pub mod reconcile;
 pub mod scale;
 pub mod service;
 pub mod settings;
@@ -16,3 +18,8 @@ pub mod status;
 
 #[cfg(test)]
 mod test_support;
+
+// Only the component exports the WIT interface: its symbol names are not valid in a native
+// shared library's version script.
+#[cfg(target_arch = "wasm32")]
+wasmray_plugin_sdk::export_reconciler!(reconcile::RayClusterReconciler);

@@ -1,0 +1,553 @@
+//! The reconcile entry point: validation first, `managedBy`, deletion with GCS FT cleanup,
+//! Services, suspension, pods, then status, in KubeRay's order.
+
+use serde::Deserialize;
+use wasmray_crds::constants::{
+    FAILED_CREATE_HEAD_POD, FAILED_CREATE_WORKER_POD, FAILED_DELETE_ALL_PODS,
+    FAILED_DELETE_HEAD_POD, FAILED_DELETE_WORKER_POD, FeatureGates, MANAGED_BY_KUBERAY,
+    RAY_CLUSTER_PROVISIONED,
+};
+use wasmray_crds::raycluster::RayCluster;
+use wasmray_crds::validate_ray_cluster;
+use wasmray_plugin_sdk::reconciler::{Decision, Reconciler, Request};
+use wasmray_plugin_sdk::{Duration, Event, PluginError, PodReplica, WriteMode};
+
+use crate::cluster::{ClusterContext, GroupView};
+use crate::gcs_ft::{self, CleanupJobState};
+use crate::pod::build_pod;
+use crate::scale::{FNV_OFFSET, PodMode, fnv1a, is_head, plan_pods};
+use crate::service::{
+    head_service, headless_service_needed, headless_worker_service, serve_service,
+    serve_service_enabled,
+};
+use crate::settings::Settings;
+use crate::status::{PassOutcome, SuspendStep, compute_status, suspend_step};
+
+/// KubeRay's requeue after an error or while waiting for something to progress.
+const SHORT_REQUEUE: Duration = Duration::from_secs(2);
+/// While the head pod of a deleted GCS FT cluster terminates.
+const HEAD_GONE_REQUEUE: Duration = Duration::from_secs(10);
+
+/// Key of `ray.extensions` under which the host reports the pod writes of the previous
+/// call that failed: JSON `{"operation": "create"|"delete"|"delete-all",
+/// "nodeType": "head"|"worker", "message": "..."}`. It becomes the `ReplicaFailure`
+/// condition, as KubeRay's failed creates and deletes do.
+pub const POD_WRITE_FAILURE_EXTENSION: &str = "pod-write-failure";
+
+/// The built-in RayCluster reconciler.
+pub struct RayClusterReconciler;
+
+impl Reconciler for RayClusterReconciler {
+    type Parent = RayCluster;
+    const KINDS: &'static [&'static str] = &["RayCluster"];
+
+    fn reconcile(request: Request<RayCluster>) -> Result<Decision, PluginError> {
+        decide(&request)
+    }
+}
+
+/// Decides for one RayCluster.
+pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
+    let cluster = &request.parent;
+    let mut decision = Decision::default();
+    if cluster
+        .spec
+        .managed_by
+        .as_deref()
+        .is_some_and(|manager| manager != MANAGED_BY_KUBERAY)
+    {
+        // Another controller (e.g. MultiKueue) owns this object: not a single write.
+        return Ok(decision);
+    }
+    let settings = Settings::from_host(&request.host);
+    let ctx = ClusterContext::new(cluster, &settings);
+
+    if let Err(errors) = validate_ray_cluster(cluster, &feature_gates(&settings)) {
+        let reason = invalid_reason(errors.0.first().map_or("spec", |e| e.field.as_str()));
+        let message = errors.to_string();
+        let plan = Default::default();
+        let outcome = PassOutcome {
+            plan: &plan,
+            suspend: SuspendStep::None,
+            replica_failure: None,
+            invalid: Some((reason, message.clone())),
+        };
+        // The event goes with the condition, so a resync of an unchanged invalid object
+        // writes nothing.
+        if let Some(status) = compute_status(
+            &ctx,
+            &request.pods,
+            &request.services,
+            &outcome,
+            request.now,
+        ) {
+            decision.set_status(&status)?;
+            decision.event(Event::warning(reason, message));
+        }
+        return Ok(decision);
+    }
+
+    if cluster.metadata.deletion_timestamp.is_some() {
+        decide_deletion(&ctx, request, &mut decision)?;
+        return Ok(decision);
+    }
+
+    let mut problems = Vec::new();
+    let services_ready = plan_services(&ctx, request, &mut decision, &mut problems)?;
+
+    let suspend = suspend_step(&ctx, &request.pods);
+    let mode = if services_ready {
+        suspend.pod_mode()
+    } else {
+        PodMode::Leave
+    };
+    // A RayJob's cluster whose head died must not come back: the RayJob fails instead.
+    let head_recreation_forbidden = ctx.originated_from_crd == "RayJob"
+        && cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == RAY_CLUSTER_PROVISIONED && c.status == "True");
+    let seed = fnv1a(
+        fnv1a(
+            FNV_OFFSET,
+            cluster
+                .metadata
+                .uid
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        ),
+        &request.now.seconds.to_le_bytes(),
+    );
+    let mut plan = plan_pods(&ctx, &request.pods, mode, head_recreation_forbidden, seed);
+    plan.problems.extend(problems);
+
+    for create in &plan.creates {
+        let group = match create.worker_group {
+            None => GroupView::head(cluster),
+            Some(index) => match cluster.spec.worker_groups().get(index) {
+                Some(spec) => GroupView::worker(spec),
+                None => continue,
+            },
+        };
+        let pod = build_pod(&ctx, &group);
+        let fixed_name = pod.metadata.name.clone();
+        let replicas = create
+            .replicas
+            .iter()
+            .map(|labels| PodReplica {
+                name: fixed_name.clone(),
+                labels: labels.clone(),
+                annotations: Vec::new(),
+            })
+            .collect();
+        decision.create_pods(group.name, &pod, replicas)?;
+    }
+    for delete in &plan.deletes {
+        decision.delete_pod(delete.pod, &delete.reason);
+    }
+
+    let outcome = PassOutcome {
+        plan: &plan,
+        suspend,
+        replica_failure: replica_failure(request, suspend),
+        invalid: None,
+    };
+    if let Some(status) = compute_status(
+        &ctx,
+        &request.pods,
+        &request.services,
+        &outcome,
+        request.now,
+    ) {
+        decision.set_status(&status)?;
+    }
+
+    let waiting =
+        !plan.problems.is_empty() || matches!(suspend, SuspendStep::Begin | SuspendStep::Continue);
+    decision.requeue_after(if waiting {
+        SHORT_REQUEUE
+    } else {
+        Duration::from_secs(settings.default_requeue_seconds)
+    });
+    Ok(decision)
+}
+
+fn feature_gates(settings: &Settings) -> FeatureGates {
+    FeatureGates {
+        ray_cluster_status_conditions: settings.status_conditions,
+        ray_job_deletion_policy: settings.job_deletion_policy,
+        ray_multi_host_indexing: settings.multi_host_indexing,
+        ..FeatureGates::default()
+    }
+}
+
+/// KubeRay's event reason for the part of the object that is invalid.
+fn invalid_reason(field: &str) -> &'static str {
+    if field.starts_with("metadata") {
+        "InvalidRayClusterMetadata"
+    } else if field.starts_with("status") {
+        "InvalidRayClusterStatus"
+    } else {
+        "InvalidRayClusterSpec"
+    }
+}
+
+/// The head, headless and serve Services, each created once (KubeRay never updates them).
+/// Returns false when one cannot be built: as KubeRay, pods then wait.
+fn plan_services(
+    ctx: &ClusterContext,
+    request: &Request<RayCluster>,
+    decision: &mut Decision,
+    problems: &mut Vec<String>,
+) -> Result<bool, PluginError> {
+    let exists = |name: &str| request.services.iter().any(|service| service.name == name);
+    if !exists(&ctx.head_service_name) {
+        match head_service(ctx) {
+            Ok(service) => decision.apply(&service, WriteMode::CreateOnly)?,
+            Err(error) => {
+                decision.event(Event::warning("FailedToCreateService", error.to_string()));
+                problems.push(error.to_string());
+                return Ok(false);
+            }
+        }
+    }
+    if headless_service_needed(ctx) {
+        let service = headless_worker_service(ctx);
+        if !service.metadata.name.as_deref().is_some_and(exists) {
+            decision.apply(&service, WriteMode::CreateOnly)?;
+        }
+    }
+    if serve_service_enabled(ctx) {
+        match serve_service(ctx) {
+            Ok(service) => {
+                if !service.metadata.name.as_deref().is_some_and(exists) {
+                    decision.apply(&service, WriteMode::CreateOnly)?;
+                }
+            }
+            Err(error) => {
+                decision.event(Event::warning("FailedToCreateService", error.to_string()));
+                problems.push(error.to_string());
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// A deleted cluster: with the Redis cleanup finalizer, delete the pods, wait for the head
+/// to go, run the cleanup Job and wait for it. Otherwise Kubernetes' garbage collector
+/// removes the children.
+fn decide_deletion(
+    ctx: &ClusterContext,
+    request: &Request<RayCluster>,
+    decision: &mut Decision,
+) -> Result<(), PluginError> {
+    if !gcs_ft::has_finalizer(ctx) {
+        return Ok(());
+    }
+    let plan = plan_pods(ctx, &request.pods, PodMode::DeleteAll, false, 0);
+    for delete in &plan.deletes {
+        decision.delete_pod(delete.pod, "the RayCluster is being deleted");
+    }
+    if request.pods.iter().any(is_head) {
+        decision.requeue_after(HEAD_GONE_REQUEUE);
+        return Ok(());
+    }
+    match gcs_ft::cleanup_job_state(ctx, &request.children) {
+        CleanupJobState::Missing => {
+            decision.apply(&gcs_ft::cleanup_job(ctx), WriteMode::CreateOnly)?;
+            decision.requeue_after(SHORT_REQUEUE);
+        }
+        CleanupJobState::Running => decision.requeue_after(SHORT_REQUEUE),
+        // The contract has no way yet to drop a finalizer of the parent (see
+        // docs/raycluster.md); the host removes it when the Job has finished.
+        CleanupJobState::Finished => {}
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodWriteFailure {
+    operation: String,
+    #[serde(default)]
+    node_type: String,
+    message: String,
+}
+
+/// The `ReplicaFailure` reason and message from the host's report of failed pod writes.
+fn replica_failure(
+    request: &Request<RayCluster>,
+    suspend: SuspendStep,
+) -> Option<(String, String)> {
+    let (_, json) = request
+        .ray
+        .extensions
+        .iter()
+        .find(|(key, _)| key == POD_WRITE_FAILURE_EXTENSION)?;
+    let failure: PodWriteFailure = serde_json::from_str(json).ok()?;
+    let head = failure.node_type == "head";
+    let reason = match failure.operation.as_str() {
+        _ if matches!(suspend, SuspendStep::Begin | SuspendStep::Continue) => {
+            FAILED_DELETE_ALL_PODS
+        }
+        "delete-all" => FAILED_DELETE_ALL_PODS,
+        "create" if head => FAILED_CREATE_HEAD_POD,
+        "create" => FAILED_CREATE_WORKER_POD,
+        _ if head => FAILED_DELETE_HEAD_POD,
+        _ => FAILED_DELETE_WORKER_POD,
+    };
+    Some((reason.to_owned(), failure.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{cluster_from_yaml, pod};
+    use wasmray_crds::constants::*;
+    use wasmray_plugin_sdk::bindings::types::ServicePort;
+    use wasmray_plugin_sdk::reconciler::{RayObservations, ReconcileInput, ReconcileOutput, run};
+    use wasmray_plugin_sdk::{HostFacts, ObservedPod, ObservedService, Timestamp};
+
+    const SAMPLE: &str = r#"
+metadata: {name: rc, namespace: ns, uid: u, generation: 1}
+spec:
+  headGroupSpec:
+    rayStartParams: {}
+    template:
+      spec:
+        containers:
+        - {name: ray-head, image: "rayproject/ray:2.46.0", resources: {limits: {cpu: "1", memory: 2Gi}}}
+  workerGroupSpecs:
+  - groupName: small
+    replicas: 3
+    minReplicas: 1
+    maxReplicas: 5
+    rayStartParams: {}
+    template:
+      spec:
+        containers:
+        - {name: ray-worker, image: "rayproject/ray:2.46.0", resources: {limits: {cpu: "1", memory: 1Gi}}}
+"#;
+
+    fn input(
+        cluster: &RayCluster,
+        pods: Vec<ObservedPod>,
+        services: Vec<ObservedService>,
+    ) -> ReconcileInput {
+        ReconcileInput {
+            kind: "RayCluster".into(),
+            parent: serde_json::to_string(cluster).unwrap(),
+            pods,
+            services,
+            children: vec![],
+            related: vec![],
+            ray: RayObservations::default(),
+            now: Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            },
+            config: String::new(),
+            host: HostFacts {
+                operator_version: "0.1.0".into(),
+                feature_gates: vec![],
+                settings: vec![],
+            },
+        }
+    }
+
+    fn reconcile(input: ReconcileInput) -> ReconcileOutput {
+        run::<RayClusterReconciler>(input).unwrap()
+    }
+
+    fn head_svc() -> ObservedService {
+        ObservedService {
+            name: "rc-head-svc".into(),
+            uid: "s".into(),
+            labels: vec![
+                (RAY_CLUSTER_LABEL_KEY.into(), "rc".into()),
+                (RAY_NODE_TYPE_LABEL_KEY.into(), "head".into()),
+            ],
+            annotations: vec![],
+            creation_timestamp: None,
+            deletion_timestamp: None,
+            service_type: Some("ClusterIP".into()),
+            cluster_ip: Some("None".into()),
+            selector: vec![],
+            ports: vec![ServicePort {
+                name: Some("dashboard".into()),
+                port: 8265,
+                protocol: None,
+            }],
+        }
+    }
+
+    fn running_cluster_pods() -> Vec<ObservedPod> {
+        let mut pods = vec![pod("rc-head-a", "head", "headgroup", "Running", true)];
+        for name in [
+            "rc-small-worker-a",
+            "rc-small-worker-b",
+            "rc-small-worker-c",
+        ] {
+            pods.push(pod(name, "worker", "small", "Running", true));
+        }
+        pods
+    }
+
+    fn status_of(output: &ReconcileOutput) -> wasmray_crds::RayClusterStatus {
+        serde_json::from_str(output.status.as_ref().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn new_cluster_gets_service_head_and_one_pod_set_per_group() {
+        let cluster = cluster_from_yaml(SAMPLE);
+        let output = reconcile(input(&cluster, vec![], vec![]));
+        assert_eq!(output.apply.len(), 1);
+        let service: serde_json::Value = serde_json::from_str(&output.apply[0].object).unwrap();
+        assert_eq!(service["kind"], "Service");
+        assert_eq!(service["metadata"]["name"], "rc-head-svc");
+        assert_eq!(output.create_pods.len(), 2);
+        let head = &output.create_pods[0];
+        assert_eq!((head.group.as_str(), head.replicas.len()), ("headgroup", 1));
+        let template: serde_json::Value = serde_json::from_str(&head.template).unwrap();
+        assert_eq!(template["kind"], "Pod");
+        assert_eq!(template["metadata"]["generateName"], "rc-head-");
+        let workers = &output.create_pods[1];
+        assert_eq!(
+            (workers.group.as_str(), workers.replicas.len()),
+            ("small", 3)
+        );
+        assert!(output.delete.is_empty());
+        let status = status_of(&output);
+        assert_eq!(status.desired_worker_replicas, Some(3));
+        assert_eq!(status.state, None);
+        assert_eq!(output.requeue_after_ms, Some(300_000));
+    }
+
+    #[test]
+    fn settled_cluster_writes_nothing() {
+        let mut cluster = cluster_from_yaml(SAMPLE);
+        let first = reconcile(input(&cluster, running_cluster_pods(), vec![head_svc()]));
+        assert!(first.create_pods.is_empty() && first.apply.is_empty() && first.delete.is_empty());
+        let status = status_of(&first);
+        assert_eq!(
+            status.state,
+            Some(wasmray_crds::raycluster::ClusterState::Ready)
+        );
+        cluster.status = Some(status);
+        let second = reconcile(input(&cluster, running_cluster_pods(), vec![head_svc()]));
+        assert!(
+            second.create_pods.is_empty() && second.apply.is_empty() && second.delete.is_empty()
+        );
+        assert!(second.status.is_none(), "{:?}", second.status);
+        assert!(second.events.is_empty());
+    }
+
+    #[test]
+    fn invalid_cluster_creates_nothing_and_reports_once() {
+        let mut cluster = cluster_from_yaml(&SAMPLE.replace("rayStartParams: {}\n    template:\n      spec:\n        containers:\n        - {name: ray-worker", "rayStartParams: {num-cpus: \"2\"}\n    resources: {CPU: \"1\"}\n    template:\n      spec:\n        containers:\n        - {name: ray-worker"));
+        let output = reconcile(input(&cluster, vec![], vec![]));
+        assert!(
+            output.create_pods.is_empty() && output.apply.is_empty() && output.delete.is_empty()
+        );
+        assert_eq!(output.events.len(), 1);
+        assert_eq!(output.events[0].reason, "InvalidRayClusterSpec");
+        assert!(
+            output.events[0]
+                .message
+                .contains("spec.workerGroupSpecs[0]"),
+            "{}",
+            output.events[0].message
+        );
+        let status = status_of(&output);
+        let condition = status
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == crate::status::RAY_CLUSTER_INVALID)
+            .unwrap();
+        assert_eq!(condition.status, "True");
+        cluster.status = Some(status);
+        let again = reconcile(input(&cluster, vec![], vec![]));
+        assert!(again.events.is_empty() && again.status.is_none());
+    }
+
+    #[test]
+    fn other_managers_are_left_alone() {
+        let mut cluster = cluster_from_yaml(SAMPLE);
+        cluster.spec.managed_by = Some(MANAGED_BY_MULTIKUEUE.into());
+        let output = reconcile(input(&cluster, vec![], vec![]));
+        assert_eq!(output, ReconcileOutput::default());
+    }
+
+    #[test]
+    fn suspend_and_resume_through_reconcile() {
+        let mut cluster = cluster_from_yaml(SAMPLE);
+        cluster.spec.suspend = Some(true);
+        let output = reconcile(input(&cluster, running_cluster_pods(), vec![head_svc()]));
+        assert_eq!(output.delete.len(), 4);
+        assert!(output.create_pods.is_empty());
+        assert_eq!(output.requeue_after_ms, Some(2000));
+        cluster.status = Some(status_of(&output));
+        let output = reconcile(input(&cluster, vec![], vec![head_svc()]));
+        let status = status_of(&output);
+        assert_eq!(
+            status.state,
+            Some(wasmray_crds::raycluster::ClusterState::Suspended)
+        );
+        cluster.status = Some(status);
+        let output = reconcile(input(&cluster, vec![], vec![head_svc()]));
+        assert!(output.create_pods.is_empty() && output.status.is_none());
+        cluster.spec.suspend = Some(false);
+        let output = reconcile(input(&cluster, vec![], vec![head_svc()]));
+        assert_eq!(output.create_pods.len(), 2);
+    }
+
+    #[test]
+    fn deletion_with_gcs_ft_finalizer_runs_cleanup() {
+        let mut cluster = cluster_from_yaml(SAMPLE);
+        cluster.spec.gcs_fault_tolerance_options =
+            Some(wasmray_crds::raycluster::GcsFaultToleranceOptions {
+                redis_address: "redis:6379".into(),
+                ..Default::default()
+            });
+        cluster.metadata.finalizers = Some(vec![GCS_FT_REDIS_CLEANUP_FINALIZER.into()]);
+        cluster.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        let output = reconcile(input(&cluster, running_cluster_pods(), vec![]));
+        assert_eq!(output.delete.len(), 4);
+        assert_eq!(output.requeue_after_ms, Some(10_000));
+        assert!(output.apply.is_empty());
+        let output = reconcile(input(&cluster, vec![], vec![]));
+        assert_eq!(output.apply.len(), 1);
+        assert!(output.apply[0].object.contains("rc-redis-cleanup"));
+        assert_eq!(output.apply[0].mode, WriteMode::CreateOnly);
+    }
+
+    #[test]
+    fn host_reported_pod_write_failure_sets_replica_failure() {
+        let cluster = cluster_from_yaml(SAMPLE);
+        let mut request = input(&cluster, vec![], vec![]);
+        request.ray.extensions.push((
+            POD_WRITE_FAILURE_EXTENSION.into(),
+            r#"{"operation":"create","nodeType":"worker","message":"pods is forbidden: exceeded quota"}"#.into(),
+        ));
+        let status = status_of(&reconcile(request));
+        let failure = status
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == RAY_CLUSTER_REPLICA_FAILURE)
+            .unwrap();
+        assert_eq!(failure.reason, FAILED_CREATE_WORKER_POD);
+        assert!(failure.message.contains("exceeded quota"));
+    }
+}
