@@ -15,10 +15,14 @@ const FIELD_MANAGER: &str = "wasmray-crds-e2e";
 
 fn generated_crds() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/generated");
-    ["ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_rayservices.yaml"]
-        .iter()
-        .map(|file| dir.join(file))
-        .collect()
+    [
+        "ray.io_rayclusters.yaml",
+        "ray.io_rayjobs.yaml",
+        "ray.io_rayservices.yaml",
+    ]
+    .iter()
+    .map(|file| dir.join(file))
+    .collect()
 }
 
 async fn install_crds(client: &Client) -> anyhow::Result<()> {
@@ -29,24 +33,37 @@ async fn install_crds(client: &Client) -> anyhow::Result<()> {
 
 /// Server-side applies one ray.io object into `namespace` and reads it back through the types.
 async fn apply(client: &Client, namespace: &str, mut object: Value) -> anyhow::Result<()> {
-    let metadata = object["metadata"].as_object_mut().context("object without metadata")?;
+    let metadata = object["metadata"]
+        .as_object_mut()
+        .context("object without metadata")?;
     // Apply needs a name; a sample written for `kubectl create` may only have generateName.
     if !metadata.contains_key("name") {
-        let prefix = metadata.remove("generateName").and_then(|v| v.as_str().map(str::to_owned));
-        metadata.insert("name".into(), Value::from(format!("{}applied", prefix.unwrap_or_default())));
+        let prefix = metadata
+            .remove("generateName")
+            .and_then(|v| v.as_str().map(str::to_owned));
+        metadata.insert(
+            "name".into(),
+            Value::from(format!("{}applied", prefix.unwrap_or_default())),
+        );
     }
     metadata.insert("namespace".into(), Value::from(namespace));
     let name = metadata["name"].as_str().unwrap_or_default().to_owned();
     let params = PatchParams::apply(FIELD_MANAGER);
     match object["kind"].as_str() {
         Some("RayCluster") => {
-            Api::<RayCluster>::namespaced(client.clone(), namespace).patch(&name, &params, &Patch::Apply(&object)).await?;
+            Api::<RayCluster>::namespaced(client.clone(), namespace)
+                .patch(&name, &params, &Patch::Apply(&object))
+                .await?;
         }
         Some("RayJob") => {
-            Api::<RayJob>::namespaced(client.clone(), namespace).patch(&name, &params, &Patch::Apply(&object)).await?;
+            Api::<RayJob>::namespaced(client.clone(), namespace)
+                .patch(&name, &params, &Patch::Apply(&object))
+                .await?;
         }
         Some("RayService") => {
-            Api::<RayService>::namespaced(client.clone(), namespace).patch(&name, &params, &Patch::Apply(&object)).await?;
+            Api::<RayService>::namespaced(client.clone(), namespace)
+                .patch(&name, &params, &Patch::Apply(&object))
+                .await?;
         }
         other => bail!("not a ray.io kind: {other:?}"),
     }
@@ -81,7 +98,10 @@ async fn crds_install_and_every_sample_is_accepted() -> anyhow::Result<()> {
     let jobs: Api<RayJob> = Api::namespaced(client.clone(), &ns.name);
     let job = jobs.get("rayjob-use-existing-cluster").await?;
     assert_eq!(job.spec.backoff_limit, Some(0));
-    assert_eq!(job.spec.submission_mode, Some(wasmray_crds::rayjob::JobSubmissionMode::K8sJobMode));
+    assert_eq!(
+        job.spec.submission_mode,
+        Some(wasmray_crds::rayjob::JobSubmissionMode::K8sJobMode)
+    );
     ns.cleanup(&client).await
 }
 
@@ -102,24 +122,42 @@ async fn api_server_rejects_invalid_objects_with_the_cel_messages() -> anyhow::R
             Ok(()) => bail!("case {}: the API server accepted it", case.name),
             Err(error) => {
                 let text = format!("{error:#}");
-                assert!(text.contains(&expected), "case {}: expected `{expected}`, got `{text}`", case.name);
+                assert!(
+                    text.contains(&expected),
+                    "case {}: expected `{expected}`, got `{text}`",
+                    case.name
+                );
             }
         }
         checked += 1;
     }
-    assert!(checked >= 10, "only {checked} cases checked against the API server");
+    assert!(
+        checked >= 10,
+        "only {checked} cases checked against the API server"
+    );
 
     // managedBy may not change once set (a transition rule, so it needs an existing object).
-    let mut object = load_sample(&wasmray_crds::samples::samples_dir().join("ray-cluster.sample.yaml"))?;
+    let mut object =
+        load_sample(&wasmray_crds::samples::samples_dir().join("ray-cluster.sample.yaml"))?;
     object["spec"]["managedBy"] = Value::from("ray.io/kuberay-operator");
     apply(&client, &ns.name, object.clone()).await?;
     object["spec"]["managedBy"] = Value::from("kueue.x-k8s.io/multikueue");
-    let error = apply(&client, &ns.name, object).await.err().context("managedBy change was accepted")?;
-    assert!(format!("{error:#}").contains(messages::MANAGED_BY_IMMUTABLE), "{error:#}");
+    let error = apply(&client, &ns.name, object)
+        .await
+        .err()
+        .context("managedBy change was accepted")?;
+    assert!(
+        format!("{error:#}").contains(messages::MANAGED_BY_IMMUTABLE),
+        "{error:#}"
+    );
     ns.cleanup(&client).await
 }
 
-fn kubectl_get(cluster: &wasmray_e2e::TestCluster, namespace: &str, wide: bool) -> anyhow::Result<String> {
+fn kubectl_get(
+    cluster: &wasmray_e2e::TestCluster,
+    namespace: &str,
+    wide: bool,
+) -> anyhow::Result<String> {
     let mut command = cluster.kubectl();
     command.args(["get", "rayclusters,rayjobs,rayservices", "-n", namespace]);
     if wide {
@@ -127,7 +165,10 @@ fn kubectl_get(cluster: &wasmray_e2e::TestCluster, namespace: &str, wide: bool) 
     }
     let output = command.output()?;
     if !output.status.success() {
-        bail!("kubectl get failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "kubectl get failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(String::from_utf8(output.stdout)?)
 }
@@ -137,7 +178,13 @@ fn headers(table: &str) -> Vec<Vec<String>> {
     table
         .lines()
         .filter(|line| line.starts_with("NAME "))
-        .map(|line| line.split("  ").map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect())
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .collect()
 }
 
@@ -150,13 +197,33 @@ async fn kubectl_get_shows_kuberay_columns() -> anyhow::Result<()> {
     apply_all_samples(&client, &ns.name).await?;
 
     let expected = [
-        vec!["NAME", "DESIRED WORKERS", "AVAILABLE WORKERS", "CPUS", "MEMORY", "GPUS", "STATUS", "AGE"],
-        vec!["NAME", "JOB STATUS", "DEPLOYMENT STATUS", "RAY CLUSTER NAME", "START TIME", "END TIME", "AGE"],
+        vec![
+            "NAME",
+            "DESIRED WORKERS",
+            "AVAILABLE WORKERS",
+            "CPUS",
+            "MEMORY",
+            "GPUS",
+            "STATUS",
+            "AGE",
+        ],
+        vec![
+            "NAME",
+            "JOB STATUS",
+            "DEPLOYMENT STATUS",
+            "RAY CLUSTER NAME",
+            "START TIME",
+            "END TIME",
+            "AGE",
+        ],
         vec!["NAME", "SERVICE STATUS", "NUM SERVE ENDPOINTS"],
     ];
     let table = kubectl_get(cluster, &ns.name, false)?;
     assert_eq!(headers(&table), expected, "{table}");
-    assert!(table.contains("rayjob-sample") && table.contains("rayservice-sample"), "{table}");
+    assert!(
+        table.contains("rayjob-sample") && table.contains("rayservice-sample"),
+        "{table}"
+    );
 
     let wide = kubectl_get(cluster, &ns.name, true)?;
     let wide_cluster_columns = &headers(&wide)[0];
