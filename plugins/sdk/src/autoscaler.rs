@@ -1,0 +1,92 @@
+//! The autoscaler role: typed input and the export macro.
+
+use serde::de::DeserializeOwned;
+
+pub use crate::bindings::autoscaler::exports::wasmray::plugin::autoscale::{
+    AutoscaleInput, AutoscaleOutput, GroupDecision, PlacementGroupDemand, Worker, WorkerGroup,
+};
+use crate::{HostFacts, PluginError, Timestamp, from_json};
+
+/// Resources per name, e.g. `[("CPU", 4.0), ("GPU", 1.0)]`.
+pub type Resources = Vec<(String, f64)>;
+
+/// The input of an autoscale call with the RayCluster parsed into `C`.
+#[derive(Debug, Clone)]
+pub struct Request<C> {
+    /// The RayCluster.
+    pub cluster: C,
+    /// Its worker groups.
+    pub groups: Vec<WorkerGroup>,
+    /// Its workers.
+    pub workers: Vec<Worker>,
+    /// Resource shapes Ray cannot place now, with how many of each.
+    pub pending_demand: Vec<(Resources, u32)>,
+    /// Placement groups Ray cannot place now.
+    pub pending_placement_groups: Vec<PlacementGroupDemand>,
+    /// Minimum resources requested with `request_resources`.
+    pub requested_resources: Vec<Resources>,
+    /// "Default", "Conservative" or "Aggressive".
+    pub upscaling_mode: String,
+    /// `autoscalerOptions.idleTimeoutSeconds`.
+    pub idle_timeout_seconds: u32,
+    /// The current time.
+    pub now: Timestamp,
+    /// The plugin's configuration (opaque text).
+    pub config: String,
+    /// Facts about the host.
+    pub host: HostFacts,
+}
+
+/// An autoscaler plugin.
+pub trait Autoscaler {
+    /// The RayCluster type the plugin reads.
+    type Cluster: DeserializeOwned;
+
+    /// Decides. Must be deterministic.
+    fn autoscale(request: Request<Self::Cluster>) -> Result<AutoscaleOutput, PluginError>;
+}
+
+/// Runs a plugin on a raw input: what the exported function does.
+pub fn run<A: Autoscaler>(input: AutoscaleInput) -> Result<AutoscaleOutput, PluginError> {
+    let cluster = from_json("RayCluster", &input.cluster)?;
+    A::autoscale(Request {
+        cluster,
+        groups: input.groups,
+        workers: input.workers,
+        pending_demand: input.pending_demand,
+        pending_placement_groups: input.pending_placement_groups,
+        requested_resources: input.requested_resources,
+        upscaling_mode: input.upscaling_mode,
+        idle_timeout_seconds: input.idle_timeout_seconds,
+        now: input.now,
+        config: input.config,
+        host: input.host,
+    })
+}
+
+/// Exports an [`Autoscaler`] as the component's `autoscale` interface.
+#[macro_export]
+macro_rules! export_autoscaler {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __WasmrayAutoscalerExport;
+
+        impl $crate::bindings::autoscaler::exports::wasmray::plugin::autoscale::Guest
+            for __WasmrayAutoscalerExport
+        {
+            fn autoscale(
+                input: $crate::autoscaler::AutoscaleInput,
+            ) -> ::std::result::Result<$crate::autoscaler::AutoscaleOutput, $crate::PluginError>
+            {
+                $crate::autoscaler::run::<$plugin>(input)
+            }
+        }
+
+        // Only a component exports the world: native builds (unit tests) must not export
+        // symbols named like `wasmray:plugin/...`, which native linkers reject.
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::autoscaler::__export_autoscaler_world!(
+            __WasmrayAutoscalerExport with_types_in $crate::bindings::autoscaler
+        );
+    };
+}

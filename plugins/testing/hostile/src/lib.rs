@@ -1,0 +1,132 @@
+//! A hostile reconciler for the runtime's sandbox tests. Its configuration text picks
+//! the misbehaviour:
+//!
+//! - `loop`: spins forever (deadline test);
+//! - `memory-bomb`: allocates until the memory cap stops it;
+//! - `panic <message>`: panics with the message (trap test);
+//! - `malformed-status`, `malformed-object`, `malformed-deletion`: answers outside the
+//!   contract (invalid JSON status, an object without kind, a deletion without uid);
+//! - `probe <addr>`: tries the filesystem, environment, arguments, network (`addr`),
+//!   clocks and randomness, and reports what it got in the status;
+//! - `identify <text>`: answers a status `{"plugin":"hostile","id":<text>}` after logging
+//!   to every channel (used by the swap and logging tests).
+//!
+//! It is never embedded in the operator binary.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::hint::black_box;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use wasmray_plugin_sdk::reconciler::{Decision, Reconciler, Request};
+use wasmray_plugin_sdk::serde_json::{Value, json};
+use wasmray_plugin_sdk::{DesiredObject, PluginError, WriteMode, export_reconciler, log};
+
+pub struct Hostile;
+
+impl Reconciler for Hostile {
+    type Parent = Value;
+    const KINDS: &'static [&'static str] = &["RayCluster", "RayJob", "RayService"];
+
+    fn reconcile(request: Request<Value>) -> Result<Decision, PluginError> {
+        let (mode, argument) = request
+            .config
+            .split_once(' ')
+            .unwrap_or((request.config.as_str(), ""));
+        let mut decision = Decision::default();
+        match mode {
+            "loop" => spin_forever(),
+            "memory-bomb" => exhaust_memory(),
+            "panic" => panic!("{argument}"),
+            "malformed-status" => decision.output.status = Some("{\"state\": ready".to_owned()),
+            "malformed-object" => decision.output.apply.push(DesiredObject {
+                object: json!({"apiVersion": "v1", "metadata": {"name": "no-kind"}}).to_string(),
+                mode: WriteMode::Apply,
+            }),
+            "malformed-deletion" => decision.delete("v1", "Pod", "some-pod", "", "no uid"),
+            "probe" => decision.set_status(&probe_sandbox(argument))?,
+            "identify" => {
+                log::info(&format!("identify {argument} via the logging import"));
+                println!("identify {argument} via stdout");
+                eprintln!("identify {argument} via stderr");
+                decision.set_status(&json!({"plugin": "hostile", "id": argument}))?;
+            }
+            other => {
+                return Err(PluginError::new(
+                    "InvalidConfig",
+                    format!("unknown mode {other:?}"),
+                ));
+            }
+        }
+        Ok(decision)
+    }
+}
+
+export_reconciler!(Hostile);
+
+fn spin_forever() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+fn exhaust_memory() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Touch the pages so the allocation is real, not just reserved.
+        hoard.push(vec![0xA5; 1 << 20]);
+        black_box(&hoard);
+    }
+}
+
+/// What the sandbox let the plugin see.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SandboxReport {
+    read_root_dir: String,
+    read_etc_hostname: String,
+    write_tmp_file: String,
+    current_dir: String,
+    env_vars: Vec<(String, String)>,
+    args: Vec<String>,
+    tcp_connect: String,
+    wall_clock_unix_nanos: u128,
+    monotonic_elapsed_nanos: u128,
+    random_hash: u64,
+}
+
+fn outcome<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) -> String {
+    match result {
+        Ok(value) => format!("ok: {value:?}"),
+        Err(err) => format!("error: {err}"),
+    }
+}
+
+fn probe_sandbox(tcp_address: &str) -> SandboxReport {
+    let started = Instant::now();
+    let read_root_dir = outcome(std::fs::read_dir("/").map(|entries| entries.count()));
+    let read_etc_hostname = outcome(std::fs::read_to_string("/etc/hostname"));
+    let write_tmp_file = outcome(std::fs::write("/tmp/wasmray-probe", b"escaped"));
+    let current_dir = outcome(std::env::current_dir());
+    let tcp_connect = outcome(std::net::TcpStream::connect(tcp_address));
+    let wall_clock_unix_nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    // std's RandomState seeds from the host's randomness source: a fixed source makes
+    // this hash the same on every call.
+    let random_hash = RandomState::new().hash_one("wasmray");
+    SandboxReport {
+        read_root_dir,
+        read_etc_hostname,
+        write_tmp_file,
+        current_dir,
+        env_vars: std::env::vars().collect(),
+        args: std::env::args().collect(),
+        tcp_connect,
+        wall_clock_unix_nanos,
+        monotonic_elapsed_nanos: started.elapsed().as_nanos(),
+        random_hash,
+    }
+}
