@@ -1,1 +1,507 @@
-//! Placeholder: replaced by the crate's real contents.
+//! Test support for WasmRay's end-to-end tests: a real Kubernetes control plane
+//! (`tests/controlplane`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+//! kwok fake nodes, all on loopback) shared by every test of one test process.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let cluster = wasmray_e2e::cluster().await?;
+//! let ns = cluster.namespace("my-test").await?;
+//! let client = cluster.client().await?;
+//! // ... create objects in `ns.name` with `client` ...
+//! # Ok(()) }
+//! ```
+//!
+//! The first call to [`cluster`] either attaches to a running control plane (env
+//! `WASMRAY_TEST_CONTROLPLANE=<run dir>`, as written by `testcp up --dir <run dir>`) or builds
+//! (`tests/controlplane/build.sh`, cached) and starts one that lives as long as the test
+//! process: it holds a pipe to testcp's stdin and testcp stops when that pipe closes.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+/// Run directory of an already running control plane to attach to instead of starting one.
+pub const ATTACH_ENV: &str = "WASMRAY_TEST_CONTROLPLANE";
+/// The directory holding `testcp` (as printed by `build.sh`), or the `testcp` binary itself;
+/// skips running `build.sh`.
+pub const BIN_ENV: &str = "WASMRAY_CONTROLPLANE_BIN";
+
+/// How long a cold start may take (a cold Go build is not included: `build.sh` runs first).
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a new namespace may take to get its default ServiceAccount.
+const NAMESPACE_TIMEOUT: Duration = Duration::from_secs(30);
+
+static CLUSTER: OnceCell<TestCluster> = OnceCell::const_new();
+
+/// Starts one control plane per test process (or attaches to one already running when env
+/// `WASMRAY_TEST_CONTROLPLANE=<run dir with ready.json and kubeconfig>` is set), shared by
+/// all tests.
+pub async fn cluster() -> anyhow::Result<&'static TestCluster> {
+    CLUSTER
+        .get_or_try_init(|| async {
+            // Starting blocks on a build and on readiness polling; keep it off the test's
+            // async threads. Nothing created here is tied to this test's runtime.
+            tokio::task::spawn_blocking(TestCluster::start_or_attach)
+                .await
+                .context("control-plane start task failed")?
+        })
+        .await
+}
+
+/// What `testcp up` writes to `<run dir>/ready.json` once the cluster is usable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyInfo {
+    /// Kubernetes version the apiserver reports, e.g. `v1.36.3`.
+    pub version: String,
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    pub kubeconfig: PathBuf,
+    pub run_dir: PathBuf,
+    pub logs_dir: PathBuf,
+    /// The apiserver's audit log: one JSON event per line, every write at Metadata level.
+    pub audit_log: PathBuf,
+    /// Directory holding testcp, kubectl and kwok.
+    pub bin_dir: PathBuf,
+    /// CIDR (inside 127.0.0.0/8) kwok assigns pod IPs from.
+    #[serde(rename = "podCIDR")]
+    pub pod_cidr: String,
+    /// Names of the fake nodes.
+    pub nodes: Vec<String>,
+    /// Loopback ports by component (`kubeApiserver`, `etcd`, ...).
+    pub ports: BTreeMap<String, u16>,
+    /// Process ids by component (`testcp` is the orchestrator, which also runs etcd).
+    pub pids: BTreeMap<String, u32>,
+}
+
+/// A running control plane.
+pub struct TestCluster {
+    ready: ReadyInfo,
+    /// Present when this process started the control plane. Never dropped (it lives in a
+    /// static), so the pipe to testcp's stdin closes exactly when this process exits.
+    _owned: Option<OwnedControlPlane>,
+}
+
+struct OwnedControlPlane {
+    _child: Child,
+    _stdin: ChildStdin,
+}
+
+impl TestCluster {
+    fn start_or_attach() -> anyhow::Result<TestCluster> {
+        if let Some(dir) = std::env::var_os(ATTACH_ENV) {
+            let dir = PathBuf::from(dir);
+            let ready = read_ready(&dir).with_context(|| {
+                format!(
+                    "{ATTACH_ENV}={} does not hold a running control plane (no readable ready.json)",
+                    dir.display()
+                )
+            })?;
+            return Ok(TestCluster {
+                ready,
+                _owned: None,
+            });
+        }
+        Self::start()
+    }
+
+    fn start() -> anyhow::Result<TestCluster> {
+        let testcp = testcp_binary()?;
+        let run_dir = std::env::temp_dir().join("wasmray-e2e").join(format!(
+            "{}-{}",
+            std::process::id(),
+            unix_millis()
+        ));
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("creating run dir {}", run_dir.display()))?;
+        let log_path = run_dir.join("testcp.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut child = Command::new(&testcp)
+            .arg("up")
+            .arg("--dir")
+            .arg(&run_dir)
+            .arg("--stop-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} up", testcp.display()))?;
+        let stdin = child.stdin.take().context("testcp stdin was not piped")?;
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "testcp up exited with {status} before the cluster was ready; its log ({}):\n{}",
+                    log_path.display(),
+                    tail(&log_path, 30)
+                );
+            }
+            if let Ok(ready) = read_ready(&run_dir) {
+                return Ok(TestCluster {
+                    ready,
+                    _owned: Some(OwnedControlPlane {
+                        _child: child,
+                        _stdin: stdin,
+                    }),
+                });
+            }
+            if Instant::now() > deadline {
+                // Dropping the pipe stops testcp; reap it so nothing is left behind.
+                drop(stdin);
+                let _ = child.wait();
+                bail!(
+                    "control plane not ready within {START_TIMEOUT:?}; testcp log ({}):\n{}",
+                    log_path.display(),
+                    tail(&log_path, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The admin kubeconfig (client certificate in group `system:masters`).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.ready.kubeconfig
+    }
+
+    /// The run directory: `ready.json`, `kubeconfig`, `logs/`, `audit.log`.
+    pub fn run_dir(&self) -> &Path {
+        &self.ready.run_dir
+    }
+
+    /// Everything `ready.json` says about the cluster.
+    pub fn info(&self) -> &ReadyInfo {
+        &self.ready
+    }
+
+    /// A fresh admin client. Each `#[tokio::test]` has its own runtime, and a client's
+    /// connections belong to the runtime that made them, so never share one across tests.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.ready.kubeconfig)
+            .with_context(|| format!("reading {}", self.ready.kubeconfig.display()))?;
+        let config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// The admin kubeconfig with its credentials replaced by a bearer token (e.g. a
+    /// ServiceAccount token from TokenRequest), to act under that identity's RBAC.
+    pub fn kubeconfig_with_token(&self, token: &str) -> anyhow::Result<Kubeconfig> {
+        let mut kubeconfig = Kubeconfig::read_from(&self.ready.kubeconfig)
+            .with_context(|| format!("reading {}", self.ready.kubeconfig.display()))?;
+        let user = kubeconfig
+            .auth_infos
+            .first_mut()
+            .and_then(|named| named.auth_info.as_mut())
+            .context("admin kubeconfig has no user entry")?;
+        // Round-trip through YAML: the only way to set the token without naming the
+        // secret-string type kube uses for it.
+        *user = serde_yaml::from_value(serde_yaml::to_value(
+            [("token", token)].into_iter().collect::<BTreeMap<_, _>>(),
+        )?)?;
+        Ok(kubeconfig)
+    }
+
+    /// A client authenticating with a bearer token instead of the admin certificate.
+    pub async fn client_with_token(&self, token: &str) -> anyhow::Result<Client> {
+        let config = Config::from_custom_kubeconfig(
+            self.kubeconfig_with_token(token)?,
+            &KubeConfigOptions::default(),
+        )
+        .await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Creates a namespace with a unique name starting with `prefix` and waits until its
+    /// default ServiceAccount exists (pods cannot be created before that).
+    pub async fn namespace(&self, prefix: &str) -> anyhow::Result<TestNamespace> {
+        let name = unique_namespace_name(prefix);
+        let client = self.client().await?;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.clone());
+        ns.metadata.labels = Some([("wasmray.io/e2e".to_owned(), "true".to_owned())].into());
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        let namespace = TestNamespace {
+            name: name.clone(),
+            kubectl: self.kubectl(),
+            armed: true,
+        };
+        let accounts: Api<ServiceAccount> = Api::namespaced(client, &name);
+        let deadline = Instant::now() + NAMESPACE_TIMEOUT;
+        while accounts.get_opt("default").await?.is_none() {
+            if Instant::now() > deadline {
+                bail!(
+                    "namespace {name}: default ServiceAccount not created within {NAMESPACE_TIMEOUT:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(namespace)
+    }
+
+    /// `kubectl` of the same Kubernetes release, with `--kubeconfig` set.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(self.ready.bin_dir.join("testcp"));
+        cmd.arg("kubectl")
+            .arg(format!("--kubeconfig={}", self.ready.kubeconfig.display()));
+        cmd
+    }
+}
+
+/// A namespace for one test. It is deleted when dropped (without waiting for its contents to
+/// go), or by [`TestNamespace::cleanup`], which waits.
+pub struct TestNamespace {
+    pub name: String,
+    kubectl: Command,
+    armed: bool,
+}
+
+impl TestNamespace {
+    /// Deletes the namespace and waits until it is gone.
+    pub async fn cleanup(mut self, client: &Client) -> anyhow::Result<()> {
+        self.armed = false;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let uid = match namespaces.get_opt(&self.name).await? {
+            Some(ns) => ns.metadata.uid,
+            None => return Ok(()),
+        };
+        namespaces
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .with_context(|| format!("deleting namespace {}", self.name))?;
+        let gone = kube::runtime::wait::await_condition(
+            namespaces,
+            &self.name,
+            kube::runtime::wait::conditions::is_deleted(uid.as_deref().unwrap_or_default()),
+        );
+        tokio::time::timeout(NAMESPACE_TIMEOUT, gone)
+            .await
+            .with_context(|| format!("namespace {} not deleted in time", self.name))??;
+        Ok(())
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Drop cannot await, and the test's runtime may already be shutting down, so
+        // use kubectl; --wait=false returns once the deletion is accepted.
+        let _ = self
+            .kubectl
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Server-side apply of CustomResourceDefinitions.
+pub mod crds {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use anyhow::{Context as _, bail};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::wait::{await_condition, conditions};
+    use kube::{Api, Client};
+
+    /// Field manager of applies made by the test support.
+    pub const FIELD_MANAGER: &str = "wasmray-e2e";
+    const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Server-side applies every CRD in the YAML file(s) and waits until each is Established.
+    pub async fn apply_crd_files(client: &Client, paths: &[&Path]) -> anyhow::Result<()> {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let mut names = Vec::new();
+        for path in paths {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            for (index, doc) in crd_documents(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+                .into_iter()
+                .enumerate()
+            {
+                let name = crd_name(&doc)
+                    .with_context(|| format!("{}: document {index}", path.display()))?;
+                // Applied as parsed, so no field the typed struct might not know is lost.
+                // Server-side apply keeps no last-applied annotation, which would not fit
+                // (256 KiB limit) for large CRDs.
+                api.patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&doc),
+                )
+                .await
+                .with_context(|| format!("{}: applying CRD {name}", path.display()))?;
+                names.push(name);
+            }
+        }
+        for name in names {
+            let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+            tokio::time::timeout(ESTABLISH_TIMEOUT, established)
+                .await
+                .with_context(|| {
+                    format!("CRD {name} not Established within {ESTABLISH_TIMEOUT:?}")
+                })?
+                .with_context(|| format!("watching CRD {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// The non-empty documents of a multi-document YAML stream, as JSON values.
+    fn crd_documents(text: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut docs = Vec::new();
+        for de in serde_yaml::Deserializer::from_str(text) {
+            let value: serde_json::Value = serde::Deserialize::deserialize(de)?;
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+        Ok(docs)
+    }
+
+    fn crd_name(doc: &serde_json::Value) -> anyhow::Result<String> {
+        let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        if kind != "CustomResourceDefinition" || api_version != "apiextensions.k8s.io/v1" {
+            bail!(
+                "expected an apiextensions.k8s.io/v1 CustomResourceDefinition, found {api_version:?} {kind:?}"
+            );
+        }
+        match doc.pointer("/metadata/name").and_then(|n| n.as_str()) {
+            Some(name) if !name.is_empty() => Ok(name.to_owned()),
+            _ => bail!("CustomResourceDefinition without metadata.name"),
+        }
+    }
+}
+
+fn read_ready(run_dir: &Path) -> anyhow::Result<ReadyInfo> {
+    let raw = std::fs::read(run_dir.join("ready.json"))?;
+    Ok(serde_json::from_slice(&raw)?)
+}
+
+/// Finds testcp: `$WASMRAY_CONTROLPLANE_BIN`, else what `tests/controlplane/build.sh` prints
+/// (a no-op when the cached build is current).
+fn testcp_binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(BIN_ENV) {
+        let bin = PathBuf::from(bin);
+        let testcp = if bin.is_dir() {
+            bin.join("testcp")
+        } else {
+            bin
+        };
+        if !testcp.is_file() {
+            bail!("{BIN_ENV}: {} is not the testcp binary", testcp.display());
+        }
+        return Ok(testcp);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../controlplane/build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        bail!("{} failed with {}", script.display(), output.status);
+    }
+    let dir = String::from_utf8(output.stdout).context("build.sh printed a non-UTF-8 path")?;
+    Ok(PathBuf::from(dir.trim()).join("testcp"))
+}
+
+/// `<prefix>-<n>-<suffix>`: lower-case DNS label, unique within and across test processes.
+fn unique_namespace_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let suffix = format!(
+        "{:x}",
+        (unix_millis() ^ u128::from(std::process::id()) << 20) & 0xff_ffff
+    );
+    let mut clean: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let tail = format!("-{n}-{suffix}");
+    clean.truncate(63 - tail.len());
+    let clean = clean.trim_matches('-');
+    let clean = if clean.is_empty() { "test" } else { clean };
+    format!("{clean}{tail}")
+}
+
+fn unix_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let mut text = String::new();
+    if let Err(err) = std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)) {
+        return format!("(cannot read: {err})");
+    }
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unique_namespace_name;
+
+    #[test]
+    fn namespace_names_are_unique_dns_labels() {
+        let long = "A_Very/Long Prefix".repeat(10);
+        let a = unique_namespace_name(&long);
+        let b = unique_namespace_name(&long);
+        assert_ne!(a, b);
+        for name in [
+            &a,
+            &b,
+            &unique_namespace_name("--"),
+            &unique_namespace_name("gpu-pods"),
+        ] {
+            assert!(name.len() <= 63, "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+            assert!(!name.starts_with('-') && !name.ends_with('-'), "{name}");
+        }
+        assert!(unique_namespace_name("gpu-pods").starts_with("gpu-pods-"));
+    }
+}

@@ -1,0 +1,438 @@
+//! The test control plane behaves like a real cluster where WasmRay depends on it: nodes,
+//! scheduling (including GPU requests and taints), kwok-driven pod lifecycle, Jobs, garbage
+//! collection, large CRDs via server-side apply, and ServiceAccount tokens.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::wait::{Condition, await_condition, conditions};
+use kube::{Api, Resource as _, ResourceExt as _};
+use serde_json::json;
+use wasmray_e2e::{cluster, crds};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until `cond` holds for the named object, failing the test after [`WAIT`].
+async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, cond: impl Condition<K>) -> Option<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    tokio::time::timeout(WAIT, await_condition(api.clone(), name, cond))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {name}: {what}"))
+        .unwrap_or_else(|err| panic!("watching {name}: {err}"))
+}
+
+fn pod(name: &str, spec: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn container(resources: serde_json::Value) -> serde_json::Value {
+    json!({ "name": "main", "image": "registry.invalid/ray:latest", "resources": resources })
+}
+
+fn pod_ready(pod: Option<&Pod>) -> bool {
+    let Some(status) = pod.and_then(|p| p.status.as_ref()) else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Running")
+        && status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn unschedulable(pod: Option<&Pod>) -> bool {
+    pod.and_then(|p| p.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })
+}
+
+fn gpus(node: &Node) -> i64 {
+    node.status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .and_then(|a| a.get("nvidia.com/gpu"))
+        .and_then(|q| q.0.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn nodes_are_ready_and_version_is_pinned() {
+    let cluster = cluster().await.unwrap();
+    let client = cluster.client().await.unwrap();
+
+    let version = client.apiserver_version().await.unwrap();
+    assert_eq!(version.git_version, "v1.36.3");
+    assert_eq!(cluster.info().version, "v1.36.3");
+
+    let nodes: Api<Node> = Api::all(client);
+    let list = nodes
+        .list(&ListParams::default().labels("type=kwok"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), cluster.info().nodes.len());
+    assert!(
+        list.items.len() >= 2,
+        "expected CPU and GPU nodes, got {}",
+        list.items.len()
+    );
+    for node in &list.items {
+        let status = node.status.as_ref().unwrap();
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "True", "node {} not Ready", node.name_any());
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        assert!(
+            taints
+                .iter()
+                .all(|t| !t.key.starts_with("node.kubernetes.io/")),
+            "node {} still has lifecycle taints: {taints:?}",
+            node.name_any()
+        );
+        let address = &status.addresses.as_ref().unwrap()[0].address;
+        assert!(
+            address.parse::<Ipv4Addr>().unwrap().is_loopback(),
+            "node address {address}"
+        );
+    }
+    assert!(list.items.iter().any(|n| gpus(n) > 0), "no GPU node");
+    assert!(list.items.iter().any(|n| gpus(n) == 0), "no CPU-only node");
+}
+
+#[tokio::test]
+async fn pod_is_scheduled_and_becomes_ready_with_loopback_ip() {
+    let cluster = cluster().await.unwrap();
+    let ns = cluster.namespace("pod-ready").await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+
+    let spec = json!({ "containers": [container(json!({ "requests": { "cpu": "1", "memory": "1Gi" } }))] });
+    pods.create(&PostParams::default(), &pod("worker", spec))
+        .await
+        .unwrap();
+    let pod = wait_for(&pods, "worker", "Running and Ready", pod_ready)
+        .await
+        .unwrap();
+
+    let spec = pod.spec.unwrap();
+    let status = pod.status.unwrap();
+    let node = spec.node_name.expect("scheduled pod has a node");
+    assert!(cluster.info().nodes.contains(&node));
+    let ip: Ipv4Addr = status.pod_ip.unwrap().parse().unwrap();
+    assert!(ip.is_loopback(), "pod IP {ip} outside 127.0.0.0/8");
+    assert!(status.container_statuses.unwrap()[0].ready);
+
+    ns.cleanup(&client).await.unwrap();
+}
+
+#[tokio::test]
+async fn gpu_pods_land_only_on_gpu_nodes_and_wait_when_none_fits() {
+    let cluster = cluster().await.unwrap();
+    let ns = cluster.namespace("gpu").await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let toleration =
+        json!([{ "key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule" }]);
+    let gpu_request = |n: u32| container(json!({ "limits": { "nvidia.com/gpu": n.to_string() } }));
+
+    // Fits: one GPU, tolerating the GPU pool's taint.
+    let spec = json!({ "containers": [gpu_request(1)], "tolerations": toleration });
+    pods.create(&PostParams::default(), &pod("one-gpu", spec))
+        .await
+        .unwrap();
+    let placed = wait_for(&pods, "one-gpu", "Running and Ready", pod_ready)
+        .await
+        .unwrap();
+    let node = nodes
+        .get(&placed.spec.unwrap().node_name.unwrap())
+        .await
+        .unwrap();
+    assert!(
+        gpus(&node) >= 1,
+        "GPU pod placed on {} without GPUs",
+        node.name_any()
+    );
+
+    // More GPUs than any node has: the scheduler reports it unschedulable, it stays Pending.
+    let max = nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(gpus)
+        .max()
+        .unwrap();
+    let spec = json!({ "containers": [gpu_request(max as u32 + 1)], "tolerations": toleration });
+    pods.create(&PostParams::default(), &pod("too-many-gpus", spec))
+        .await
+        .unwrap();
+    let pending = wait_for(&pods, "too-many-gpus", "Unschedulable", unschedulable)
+        .await
+        .unwrap();
+    assert_eq!(pending.status.unwrap().phase.as_deref(), Some("Pending"));
+    assert!(pending.spec.unwrap().node_name.is_none());
+
+    // A GPU request without the toleration fits no node either: GPU nodes are tainted.
+    let spec = json!({ "containers": [gpu_request(1)] });
+    pods.create(&PostParams::default(), &pod("untolerated", spec))
+        .await
+        .unwrap();
+    wait_for(&pods, "untolerated", "Unschedulable", unschedulable).await;
+
+    ns.cleanup(&client).await.unwrap();
+}
+
+#[tokio::test]
+async fn batch_job_completes() {
+    let cluster = cluster().await.unwrap();
+    let ns = cluster.namespace("job").await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+
+    let job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": { "name": "submitter" },
+        "spec": {
+            "completions": 2,
+            "parallelism": 2,
+            "backoffLimit": 0,
+            "template": { "spec": {
+                "restartPolicy": "Never",
+                "containers": [container(json!({ "requests": { "cpu": "100m" } }))],
+            }},
+        },
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let done = wait_for(
+        &jobs,
+        "submitter",
+        "Complete",
+        conditions::is_job_completed(),
+    )
+    .await
+    .unwrap();
+    let status = done.status.unwrap();
+    assert_eq!(status.succeeded, Some(2));
+    assert!(
+        status
+            .conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+    );
+
+    ns.cleanup(&client).await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_an_owner_garbage_collects_its_dependents() {
+    let cluster = cluster().await.unwrap();
+    let ns = cluster.namespace("gc").await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+
+    let mut owner = ConfigMap::default();
+    owner.metadata.name = Some("owner".into());
+    let owner = config_maps
+        .create(&PostParams::default(), &owner)
+        .await
+        .unwrap();
+    let owner_ref = OwnerReference {
+        api_version: ConfigMap::api_version(&()).into(),
+        kind: ConfigMap::kind(&()).into(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap(),
+        ..Default::default()
+    };
+
+    let mut dependent_cm = ConfigMap::default();
+    dependent_cm.metadata.name = Some("dependent".into());
+    dependent_cm.metadata.owner_references = Some(vec![owner_ref.clone()]);
+    let dependent_cm = config_maps
+        .create(&PostParams::default(), &dependent_cm)
+        .await
+        .unwrap();
+    let mut dependent_pod = pod("dependent", json!({ "containers": [container(json!({}))] }));
+    dependent_pod.metadata.owner_references = Some(vec![owner_ref]);
+    pods.create(&PostParams::default(), &dependent_pod)
+        .await
+        .unwrap();
+    // Running first, so its removal also needs kwok to finish the graceful deletion.
+    let dependent_pod = wait_for(&pods, "dependent", "Running and Ready", pod_ready)
+        .await
+        .unwrap();
+
+    config_maps
+        .delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_for(
+        &config_maps,
+        "dependent",
+        "garbage-collected",
+        conditions::is_deleted(&dependent_cm.uid().unwrap()),
+    )
+    .await;
+    wait_for(
+        &pods,
+        "dependent",
+        "garbage-collected",
+        conditions::is_deleted(&dependent_pod.uid().unwrap()),
+    )
+    .await;
+
+    ns.cleanup(&client).await.unwrap();
+}
+
+/// A CRD whose manifest exceeds 1 MiB, like KubeRay's RayJob CRD: many documented fields.
+fn large_crd(group: &str) -> serde_json::Value {
+    let description =
+        "Synthetic field padding the schema the way long generated API docs do. ".repeat(12);
+    let properties: serde_json::Map<String, serde_json::Value> = (0..1400)
+        .map(|i| {
+            (
+                format!("field{i:04}"),
+                json!({ "type": "string", "description": description }),
+            )
+        })
+        .collect();
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": { "name": format!("bigs.{group}") },
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": { "plural": "bigs", "singular": "big", "kind": "Big", "listKind": "BigList" },
+            "versions": [{
+                "name": "v1",
+                "served": true,
+                "storage": true,
+                "schema": { "openAPIV3Schema": {
+                    "type": "object",
+                    "properties": { "spec": { "type": "object", "properties": properties } },
+                }},
+            }],
+        },
+    })
+}
+
+#[tokio::test]
+async fn crd_larger_than_one_mib_installs_with_server_side_apply() {
+    let cluster = cluster().await.unwrap();
+    let ns = cluster.namespace("crd").await.unwrap();
+    let client = cluster.client().await.unwrap();
+
+    let group = "big.e2e.wasmray.io";
+    let crd = large_crd(group);
+    let yaml = serde_yaml::to_string(&crd).unwrap();
+    assert!(
+        yaml.len() > 1024 * 1024,
+        "test CRD is only {} bytes",
+        yaml.len()
+    );
+    let path = cluster.run_dir().join(format!("{}.yaml", ns.name));
+    std::fs::write(&path, &yaml).unwrap();
+
+    crds::apply_crd_files(&client, &[&path]).await.unwrap();
+    // Applying again is a no-op rather than a conflict (same field manager).
+    crds::apply_crd_files(&client, &[&path]).await.unwrap();
+
+    let stored = Api::<CustomResourceDefinition>::all(client.clone())
+        .get(&format!("bigs.{group}"))
+        .await
+        .unwrap();
+    let established = stored.status.unwrap().conditions.unwrap();
+    assert!(
+        established
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
+    assert!(
+        stored.metadata.annotations.unwrap_or_default().is_empty(),
+        "no last-applied annotation"
+    );
+
+    // The new API serves objects.
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", "Big"), "bigs");
+    let bigs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &resource);
+    let mut obj = DynamicObject::new("example", &resource);
+    obj.data = json!({ "spec": { "field0007": "value" } });
+    bigs.create(&PostParams::default(), &obj).await.unwrap();
+    let read = bigs.get("example").await.unwrap();
+    assert_eq!(read.data["spec"]["field0007"], "value");
+
+    ns.cleanup(&client).await.unwrap();
+}
+
+#[tokio::test]
+async fn service_account_tokens_authenticate() {
+    let cluster = cluster().await.unwrap();
+    let ns = cluster.namespace("sa").await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request("default", &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+        .unwrap();
+
+    let as_sa = cluster.client_with_token(&token).await.unwrap();
+    let review = Api::<SelfSubjectReview>::all(as_sa)
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .unwrap();
+    let user = review.status.unwrap().user_info.unwrap();
+    assert_eq!(
+        user.username.unwrap(),
+        format!("system:serviceaccount:{}:default", ns.name)
+    );
+
+    ns.cleanup(&client).await.unwrap();
+}
