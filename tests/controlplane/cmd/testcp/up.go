@@ -593,6 +593,11 @@ func (c *cluster) shutdown() {
 	}
 	if c.etcd != nil {
 		c.etcd.Close()
+		// The data is useless without the PKI and ports of this run, and etcd
+		// preallocates 64 MiB of WAL; logs and the audit log stay for inspection.
+		if err := os.RemoveAll(c.path("etcd")); err != nil {
+			log.Printf("removing etcd data: %v", err)
+		}
 	}
 	log.Print("stopped")
 }
