@@ -9,7 +9,7 @@ use wasmray_crds::constants::{
     RAY_EXTERNAL_STORAGE_NS_ANNOTATION_KEY, RAY_FT_ENABLED_ANNOTATION_KEY,
     RAY_ORIGINATED_FROM_CRD_LABEL_KEY, WORKER_NODE_TYPE,
 };
-use wasmray_crds::raycluster::{AutoscalerVersion, RayCluster, WorkerGroupSpec};
+use wasmray_crds::raycluster::{AuthMode, AutoscalerVersion, RayCluster, WorkerGroupSpec};
 
 use crate::settings::Settings;
 
@@ -93,6 +93,8 @@ pub struct ClusterContext<'a> {
     pub gcs_ft_enabled: bool,
     pub autoscaling: bool,
     pub autoscaler_v2: bool,
+    /// Ray token authentication (`authOptions` with a mode other than `disabled`).
+    pub token_auth: bool,
     /// `RayCluster`, `RayJob` or `RayService`: the kind that created the cluster.
     pub originated_from_crd: &'a str,
 }
@@ -121,6 +123,11 @@ impl<'a> ClusterContext<'a> {
             gcs_ft_enabled: gcs_ft_enabled(cluster),
             autoscaling,
             autoscaler_v2: autoscaling && autoscaler_v2_requested(cluster),
+            token_auth: cluster
+                .spec
+                .auth_options
+                .as_ref()
+                .is_some_and(|auth| auth.mode != Some(AuthMode::Disabled)),
             originated_from_crd: cluster
                 .metadata
                 .labels
@@ -153,6 +160,11 @@ impl<'a> ClusterContext<'a> {
             .or(self.cluster.metadata.uid.as_deref())
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// The Secret holding the Ray auth token (`auth_token` key).
+    pub fn auth_secret_name(&self) -> String {
+        check_name(self.name)
     }
 
     pub fn owned_by_ray_service(&self) -> bool {

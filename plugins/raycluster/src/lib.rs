@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod gcs_ft;
+pub mod ingress;
 pub mod pod;
 pub mod quantity;
 pub mod ray_start;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, Volume, VolumeMount,
+    ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, SecretKeySelector, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -34,11 +35,12 @@ pub fn build_pod(ctx: &ClusterContext, group: &GroupView) -> Pod {
     let params = complete_params(ctx, group);
     let ray_start = render_command(group.node_type, &params);
 
-    let original_ray_env = spec
+    let mut original_ray_env = spec
         .containers
         .first()
         .and_then(|container| container.env.clone())
         .unwrap_or_default();
+    original_ray_env.extend(auth_env(ctx));
     if let Some(container) = spec.containers.first_mut() {
         customize_ray_container(ctx, group, container, &ray_start);
     }
@@ -270,6 +272,31 @@ fn inject_env(
     if ctx.gcs_ft_enabled {
         inject_gcs_ft_env(ctx, node_type, env);
     }
+    env.extend(auth_env(ctx));
+}
+
+/// Token auth: the token comes from the Secret named after the cluster. The host creates
+/// that Secret (a plugin has no randomness); until it exists the pods wait, so a cluster
+/// that asked for auth never runs without it.
+fn auth_env(ctx: &ClusterContext) -> Vec<EnvVar> {
+    if !ctx.token_auth {
+        return Vec::new();
+    }
+    vec![
+        env_value(RAY_AUTH_MODE_ENV, "token"),
+        EnvVar {
+            name: RAY_AUTH_TOKEN_ENV.to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: ctx.auth_secret_name(),
+                    key: RAY_AUTH_TOKEN_SECRET_KEY.to_owned(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+    ]
 }
 
 fn inject_gcs_ft_env(ctx: &ClusterContext, node_type: NodeType, env: &mut Vec<EnvVar>) {
@@ -831,6 +858,38 @@ spec:
                 .unwrap()
                 .key,
             "k"
+        );
+    }
+
+    #[test]
+    fn token_auth_env_on_ray_and_wait_containers() {
+        let mut cluster = cluster_from_yaml(CLUSTER);
+        cluster.spec.auth_options = Some(wasmray_crds::raycluster::AuthOptions {
+            mode: Some(wasmray_crds::raycluster::AuthMode::Token),
+        });
+        let worker = build(&cluster, &Settings::default(), true);
+        let spec = worker.spec.as_ref().unwrap();
+        for container in [
+            &spec.containers[0],
+            &spec.init_containers.as_ref().unwrap()[1],
+        ] {
+            let env = env_of(container);
+            assert_eq!(value(&env, RAY_AUTH_MODE_ENV).as_deref(), Some("token"));
+            let secret = env[RAY_AUTH_TOKEN_ENV]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            assert_eq!(
+                (secret.name.as_str(), secret.key.as_str()),
+                ("raycluster-sample", "auth_token")
+            );
+        }
+        let plain = build(&cluster_from_yaml(CLUSTER), &Settings::default(), false);
+        assert!(
+            !env_of(&plain.spec.as_ref().unwrap().containers[0]).contains_key(RAY_AUTH_MODE_ENV)
         );
     }
 

@@ -14,6 +14,7 @@ use wasmray_plugin_sdk::{Duration, Event, PluginError, PodReplica, WriteMode};
 
 use crate::cluster::{ClusterContext, GroupView};
 use crate::gcs_ft::{self, CleanupJobState};
+use crate::ingress::{head_ingress, ingress_enabled, ingress_name};
 use crate::pod::build_pod;
 use crate::scale::{FNV_OFFSET, PodMode, fnv1a, is_head, plan_pods};
 use crate::service::{
@@ -196,7 +197,7 @@ fn invalid_reason(field: &str) -> &'static str {
     }
 }
 
-/// The head, headless and serve Services, each created once (KubeRay never updates them).
+/// The dashboard Ingress and the head, headless and serve Services, each created once (KubeRay never updates them).
 /// Returns false when one cannot be built: as KubeRay, pods then wait.
 fn plan_services(
     ctx: &ClusterContext,
@@ -204,6 +205,16 @@ fn plan_services(
     decision: &mut Decision,
     problems: &mut Vec<String>,
 ) -> Result<bool, PluginError> {
+    if ingress_enabled(ctx) {
+        let name = ingress_name(ctx);
+        let exists = request
+            .children
+            .iter()
+            .any(|child| child.kind == "Ingress" && child.name == name);
+        if !exists {
+            decision.apply(&head_ingress(ctx), WriteMode::CreateOnly)?;
+        }
+    }
     let exists = |name: &str| request.services.iter().any(|service| service.name == name);
     if !exists(&ctx.head_service_name) {
         match head_service(ctx) {
@@ -482,7 +493,7 @@ spec:
         let mut cluster = cluster_from_yaml(SAMPLE);
         cluster.spec.managed_by = Some(MANAGED_BY_MULTIKUEUE.into());
         let output = reconcile(input(&cluster, vec![], vec![]));
-        assert_eq!(output, ReconcileOutput::default());
+        assert_eq!(output, Decision::default().output);
     }
 
     #[test]

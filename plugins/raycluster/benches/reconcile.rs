@@ -1,0 +1,173 @@
+//! Native timing of one reconcile call (parent JSON parse included), for the two cases of
+//! the goal: a settled cluster of 3 worker groups with 100 observed pods, and a new
+//! cluster. Prints median and p99; run with
+//! `cargo bench -p wasmray-plugin-raycluster --bench reconcile`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use wasmray_plugin_raycluster::reconcile::RayClusterReconciler;
+use wasmray_plugin_sdk::bindings::types::{PodCondition, ServicePort};
+use wasmray_plugin_sdk::reconciler::{RayObservations, ReconcileInput, run};
+use wasmray_plugin_sdk::{HostFacts, ObservedPod, ObservedService, Timestamp};
+
+const GROUPS: [&str; 3] = ["cpu", "gpu", "mem"];
+const WORKERS_PER_GROUP: usize = 33;
+
+fn parent() -> serde_json::Value {
+    let worker = |name: &str| {
+        serde_json::json!({
+            "groupName": name, "replicas": WORKERS_PER_GROUP, "minReplicas": 0, "maxReplicas": 100,
+            "rayStartParams": {},
+            "template": {"spec": {"containers": [{
+                "name": "ray-worker", "image": "rayproject/ray:2.46.0",
+                "resources": {"limits": {"cpu": "4", "memory": "16Gi"}, "requests": {"cpu": "4", "memory": "16Gi"}}
+            }]}}
+        })
+    };
+    serde_json::json!({
+        "apiVersion": "ray.io/v1", "kind": "RayCluster",
+        "metadata": {"name": "bench", "namespace": "default", "uid": "0000-1111", "generation": 1},
+        "spec": {
+            "headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [{
+                "name": "ray-head", "image": "rayproject/ray:2.46.0",
+                "ports": [{"name": "gcs-server", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265}, {"name": "client", "containerPort": 10001}],
+                "resources": {"limits": {"cpu": "2", "memory": "8Gi"}}
+            }]}}},
+            "workerGroupSpecs": GROUPS.iter().map(|g| worker(g)).collect::<Vec<_>>()
+        }
+    })
+}
+
+fn pod(name: String, node_type: &str, group: &str) -> ObservedPod {
+    let labels = [
+        ("ray.io/cluster", "bench"),
+        ("ray.io/node-type", node_type),
+        ("ray.io/group", group),
+        ("ray.io/is-ray-node", "yes"),
+    ];
+    ObservedPod {
+        uid: format!("uid-{name}"),
+        pod_ip: Some("10.0.0.1".into()),
+        name,
+        resource_version: "1".into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        annotations: vec![],
+        creation_timestamp: Some(Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        }),
+        deletion_timestamp: None,
+        node_name: Some("kwok-node-0".into()),
+        restart_policy: Some("Always".into()),
+        scheduler_name: None,
+        phase: Some("Running".into()),
+        reason: None,
+        message: None,
+        host_ip: None,
+        start_time: None,
+        conditions: vec![PodCondition {
+            condition_type: "Ready".into(),
+            status: "True".into(),
+            reason: None,
+            message: None,
+            last_transition_time: None,
+        }],
+        init_container_statuses: vec![],
+        container_statuses: vec![],
+    }
+}
+
+fn input(
+    parent: &serde_json::Value,
+    pods: Vec<ObservedPod>,
+    services: Vec<ObservedService>,
+) -> ReconcileInput {
+    ReconcileInput {
+        kind: "RayCluster".into(),
+        parent: parent.to_string(),
+        pods,
+        services,
+        children: vec![],
+        related: vec![],
+        ray: RayObservations::default(),
+        now: Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 0,
+        },
+        config: String::new(),
+        host: HostFacts {
+            operator_version: "bench".into(),
+            feature_gates: vec![],
+            settings: vec![],
+        },
+    }
+}
+
+fn measure(label: &str, input: &ReconcileInput) {
+    let iterations = 2000;
+    let mut samples: Vec<Duration> = (0..iterations)
+        .map(|_| {
+            let input = input.clone();
+            let start = Instant::now();
+            let output = run::<RayClusterReconciler>(black_box(input));
+            let elapsed = start.elapsed();
+            black_box(output).expect("reconcile succeeds");
+            elapsed
+        })
+        .collect();
+    samples.sort();
+    let median = samples[iterations / 2];
+    let p99 = samples[iterations * 99 / 100];
+    println!(
+        "{label:<48} median {:>8.1} us   p99 {:>8.1} us",
+        median.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+}
+
+fn main() {
+    let mut parent = parent();
+    let mut pods = vec![pod("bench-head-x".into(), "head", "headgroup")];
+    for group in GROUPS {
+        pods.extend(
+            (0..WORKERS_PER_GROUP)
+                .map(|i| pod(format!("bench-{group}-worker-{i:05}"), "worker", group)),
+        );
+    }
+    let service = ObservedService {
+        name: "bench-head-svc".into(),
+        uid: "svc".into(),
+        labels: vec![
+            ("ray.io/cluster".into(), "bench".into()),
+            ("ray.io/node-type".into(), "head".into()),
+        ],
+        annotations: vec![],
+        creation_timestamp: None,
+        deletion_timestamp: None,
+        service_type: Some("ClusterIP".into()),
+        cluster_ip: Some("None".into()),
+        selector: vec![],
+        ports: vec![ServicePort {
+            name: Some("dashboard".into()),
+            port: 8265,
+            protocol: None,
+        }],
+    };
+
+    let new_cluster = input(&parent, vec![], vec![]);
+    measure("new cluster (1 head + 3 groups to create)", &new_cluster);
+
+    // Settle: store the status the plugin computes, so the measured call is a no-op.
+    let first = run::<RayClusterReconciler>(input(&parent, pods.clone(), vec![service.clone()]))
+        .expect("reconcile");
+    parent["status"] =
+        serde_json::from_str(first.status.as_deref().expect("status")).expect("status JSON");
+    let settled = input(&parent, pods, vec![service]);
+    let check = run::<RayClusterReconciler>(settled.clone()).expect("reconcile");
+    assert!(check.status.is_none() && check.create_pods.is_empty() && check.delete.is_empty());
+    measure("settled (3 groups, 100 observed pods, no-op)", &settled);
+}
