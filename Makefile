@@ -9,7 +9,7 @@ test:
 
 ## crds: regenerate the CRD YAML in crds/generated from the Rust types
 crds:
-	cargo run -p wasmray-crds --features schema --bin crdgen -- crds/generated
+	cargo run -p wasmray-crds --bin crdgen -- crds/generated
 
 ## controlplane: build the local Kubernetes control plane and print where its binaries are
 controlplane:

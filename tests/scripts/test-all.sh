@@ -13,7 +13,8 @@ export WASMRAY_CONTROLPLANE_BIN="$cp_bin/testcp"
 log "checking format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-(cd tests/controlplane && go vet ./...)
+# Same flags as build.sh, so vet reuses the compiled export data of the Kubernetes packages.
+(cd tests/controlplane && CGO_ENABLED=0 go vet -trimpath ./...)
 
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/wasmray-test.XXXXXX")
 cp_pid=""
