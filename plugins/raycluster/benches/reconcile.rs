@@ -107,16 +107,25 @@ fn input(
     }
 }
 
+const ITERATIONS: usize = 2000;
+
+/// The host hands the plugin its input by value, so the copies are made before timing.
 fn measure(label: &str, input: &ReconcileInput) {
-    let iterations = 2000;
+    let mut inputs: Vec<ReconcileInput> = (0..ITERATIONS).map(|_| input.clone()).collect();
+    time(label, || {
+        let input = inputs.pop().expect("one input per iteration");
+        black_box(run::<RayClusterReconciler>(black_box(input))).expect("reconcile succeeds");
+    });
+}
+
+/// Median and p99 of `ITERATIONS` runs.
+fn time(label: &str, mut call: impl FnMut()) {
+    let iterations = ITERATIONS;
     let mut samples: Vec<Duration> = (0..iterations)
         .map(|_| {
-            let input = input.clone();
             let start = Instant::now();
-            let output = run::<RayClusterReconciler>(black_box(input));
-            let elapsed = start.elapsed();
-            black_box(output).expect("reconcile succeeds");
-            elapsed
+            call();
+            start.elapsed()
         })
         .collect();
     samples.sort();
@@ -170,4 +179,32 @@ fn main() {
     let check = run::<RayClusterReconciler>(settled.clone()).expect("reconcile");
     assert!(check.status.is_none() && check.create_pods.is_empty() && check.delete.is_empty());
     measure("settled (3 groups, 100 observed pods, no-op)", &settled);
+
+    // Where the time goes: the parent's JSON parse and validation are fixed costs.
+    time("  of which: parse the parent JSON", || {
+        black_box(
+            serde_json::from_str::<wasmray_crds::RayCluster>(black_box(&settled.parent))
+                .expect("parses"),
+        );
+    });
+    let request = wasmray_plugin_sdk::reconciler::Request::<wasmray_crds::RayCluster>::from_input(
+        settled.clone(),
+    )
+    .expect("parses");
+    let mut requests: Vec<_> = (0..ITERATIONS).map(|_| request.clone()).collect();
+    time("  of which: the decision (parsed input)", || {
+        let request = requests.pop().expect("one per iteration");
+        black_box(wasmray_plugin_raycluster::reconcile::decide(black_box(
+            &request,
+        )))
+        .expect("decides");
+    });
+    let cluster = request.parent.clone();
+    time("  of which: validation", || {
+        black_box(wasmray_crds::validate_ray_cluster(
+            black_box(&cluster),
+            &Default::default(),
+        ))
+        .expect("valid");
+    });
 }

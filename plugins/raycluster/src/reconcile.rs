@@ -489,6 +489,39 @@ spec:
     }
 
     #[test]
+    fn invalid_objects_table() {
+        let long_name = format!("name: {}", "a".repeat(54));
+        let cases: [(String, Option<&str>, &str, &str); 3] = [
+            (SAMPLE.replace("name: rc", &long_name), None, "InvalidRayClusterMetadata", "no more than 53 characters"),
+            (SAMPLE.replace("        - {name: ray-head, image: \"rayproject/ray:2.46.0\", resources: {limits: {cpu: \"1\", memory: 2Gi}}}", "          []"), None, "InvalidRayClusterSpec", "at least one container"),
+            (
+                SAMPLE.to_owned(),
+                Some(r#"{"conditions":[{"type":"RayClusterSuspending","status":"True","reason":"r","message":"","lastTransitionTime":"2026-01-01T00:00:00Z"},{"type":"RayClusterSuspended","status":"True","reason":"r","message":"","lastTransitionTime":"2026-01-01T00:00:00Z"}]}"#),
+                "InvalidRayClusterStatus",
+                "",
+            ),
+        ];
+        for (yaml, status, reason, text) in cases {
+            let mut cluster = cluster_from_yaml(&yaml);
+            cluster.status = status.map(|s| serde_json::from_str(s).unwrap());
+            let output = reconcile(input(&cluster, running_cluster_pods(), vec![]));
+            assert!(
+                output.create_pods.is_empty()
+                    && output.apply.is_empty()
+                    && output.delete.is_empty(),
+                "{reason}"
+            );
+            assert_eq!(output.events.len(), 1, "{reason}");
+            assert_eq!(output.events[0].reason, reason);
+            assert!(
+                output.events[0].message.contains(text),
+                "{}",
+                output.events[0].message
+            );
+        }
+    }
+
+    #[test]
     fn other_managers_are_left_alone() {
         let mut cluster = cluster_from_yaml(SAMPLE);
         cluster.spec.managed_by = Some(MANAGED_BY_MULTIKUEUE.into());

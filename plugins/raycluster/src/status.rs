@@ -106,8 +106,8 @@ pub fn compute_status(
     outcome: &PassOutcome,
     now: Timestamp,
 ) -> Option<RayClusterStatus> {
-    let old = ctx.cluster.status.clone().unwrap_or_default();
-    let mut status = old.clone();
+    let old = ctx.cluster.status.as_ref();
+    let mut status = old.cloned().unwrap_or_default();
     let now = to_time(now);
     let head_pod = pods
         .iter()
@@ -141,10 +141,14 @@ pub fn compute_status(
 
 fn finish(
     mut status: RayClusterStatus,
-    old: RayClusterStatus,
+    old: Option<&RayClusterStatus>,
     now: Time,
 ) -> Option<RayClusterStatus> {
-    if status == old {
+    let unchanged = match old {
+        Some(old) => *old == status,
+        None => status == RayClusterStatus::default(),
+    };
+    if unchanged {
         return None;
     }
     status.last_update_time = Some(now);
