@@ -701,7 +701,10 @@ func waitFor(ctx context.Context, what string, watch []*child, probe func(contex
 // loopback with a self-signed certificate generated in memory, so there is nothing to
 // verify it against; the probe carries no credentials.
 func healthy(ctx context.Context, url string) bool {
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+		DisableKeepAlives: true, // one probe per client; keep no idle connections behind
+	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false
