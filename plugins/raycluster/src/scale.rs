@@ -5,7 +5,7 @@
 //! call's observations, a deleted one is terminating or gone), which replaces KubeRay's
 //! scale expectations.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use wasmray_crds::constants::{
     RAY_HOST_INDEX_LABEL_KEY, RAY_NODE_GROUP_LABEL_KEY, RAY_NODE_TYPE_LABEL_KEY,
@@ -180,12 +180,12 @@ fn plan_head<'p>(
 }
 
 /// The pods that come and go together: one multi-host replica, or a single pod.
-struct Unit<'p> {
-    pods: Vec<&'p ObservedPod>,
+struct Unit<'a, 'p> {
+    pods: &'a [&'p ObservedPod],
     replica_index: Option<u32>,
 }
 
-impl<'p> Unit<'p> {
+impl<'p> Unit<'_, 'p> {
     fn alive(&self) -> impl Iterator<Item = &'p ObservedPod> + '_ {
         self.pods.iter().copied().filter(|pod| !is_terminating(pod))
     }
@@ -230,39 +230,43 @@ pub fn is_running_and_ready(pod: &ObservedPod) -> bool {
             .any(|c| c.condition_type == "Ready" && c.status == "True")
 }
 
-fn group_units<'p>(group_pods: Vec<&'p ObservedPod>, multi_host: bool) -> Vec<Unit<'p>> {
+/// Splits a group's pods into units; a replica's hosts are sorted next to each other so
+/// that a unit is a slice and needs no allocation of its own.
+fn group_units<'a, 'p>(
+    group_pods: &'a mut [&'p ObservedPod],
+    multi_host: bool,
+) -> Vec<Unit<'a, 'p>> {
     let index_of = |pod: &ObservedPod| {
         lookup(&pod.labels, RAY_WORKER_REPLICA_INDEX_LABEL_KEY).and_then(|v| v.parse().ok())
     };
-    if !multi_host {
-        return group_pods
-            .into_iter()
-            .map(|pod| Unit {
-                replica_index: index_of(pod),
-                pods: vec![pod],
-            })
-            .collect();
-    }
-    let mut by_replica: BTreeMap<&str, Unit<'p>> = BTreeMap::new();
-    let mut units = Vec::new();
-    for pod in group_pods {
-        match lookup(&pod.labels, RAY_WORKER_REPLICA_NAME_LABEL_KEY) {
-            Some(replica) => by_replica
-                .entry(replica)
-                .or_insert_with(|| Unit {
-                    pods: Vec::new(),
-                    replica_index: index_of(pod),
-                })
-                .pods
-                .push(pod),
-            // A pod outside any replica cannot form a complete one.
-            None => units.push(Unit {
-                pods: vec![pod],
-                replica_index: None,
-            }),
+    // A pod outside any replica (no name label) is a unit of its own, and cannot be complete.
+    let replica_of = |pod: &'p ObservedPod| {
+        if multi_host {
+            lookup(&pod.labels, RAY_WORKER_REPLICA_NAME_LABEL_KEY)
+        } else {
+            None
         }
+    };
+    if multi_host {
+        group_pods.sort_by(|a, b| replica_of(a).cmp(&replica_of(b)));
     }
-    units.extend(by_replica.into_values());
+    let group_pods: &'a [&'p ObservedPod] = group_pods;
+    let mut units = Vec::with_capacity(group_pods.len());
+    let mut start = 0;
+    while let Some(first) = group_pods.get(start) {
+        let len = match replica_of(first) {
+            None => 1,
+            Some(name) => group_pods[start..]
+                .iter()
+                .take_while(|pod| replica_of(pod) == Some(name))
+                .count(),
+        };
+        units.push(Unit {
+            pods: &group_pods[start..start + len],
+            replica_index: index_of(first),
+        });
+        start += len;
+    }
     units
 }
 
@@ -274,7 +278,7 @@ fn plan_worker_group<'p>(
     replica_name_seed: u64,
     plan: &mut PodPlan<'p>,
 ) {
-    let group_pods: Vec<&ObservedPod> = pods
+    let mut group_pods: Vec<&ObservedPod> = pods
         .iter()
         .filter(|pod| {
             is_worker(pod)
@@ -291,7 +295,7 @@ fn plan_worker_group<'p>(
     } else {
         desired_replicas.saturating_mul(hosts)
     };
-    let units = group_units(group_pods, multi_host);
+    let units = group_units(&mut group_pods, multi_host);
     let mut doomed = vec![false; units.len()];
     let delete_unit =
         |plan: &mut PodPlan<'p>, doomed: &mut Vec<bool>, index: usize, reason: &str| {
@@ -454,6 +458,7 @@ mod tests {
     use super::*;
     use crate::settings::Settings;
     use crate::test_support::{cluster_from_yaml, pod};
+    use std::collections::BTreeMap;
 
     const CLUSTER: &str = r#"
 metadata: {name: rc, namespace: ns, uid: u}
