@@ -1,0 +1,142 @@
+//! Builds the workspace's plugins as wasm32-wasip2 components and embeds the built-in
+//! ones, so `cargo build -p wasmray` is the one command that produces a complete binary.
+//!
+//! Each plugin is built by a nested `cargo build --release --target wasm32-wasip2` into
+//! its own target directory (`<target>/wasm-plugins`), which avoids waiting on the outer
+//! build's lock. Plugins are built one cargo invocation each: every plugin enables the
+//! SDK feature of its own role, and one invocation would unify those features into
+//! components that claim several roles. The nested cargo inherits the outer jobserver
+//! (`CARGO_MAKEFLAGS`), so it shares the same CPU budget.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Plugins embedded in the operator binary: (registered name, cargo package).
+/// Adding a built-in plugin is one line here.
+const BUILTIN: &[(&str, &str)] = &[
+    ("example-reconciler", "wasmray-example-reconciler"),
+    ("example-scheduler", "wasmray-example-scheduler"),
+    ("example-autoscaler", "wasmray-example-autoscaler"),
+    ("raycluster", "wasmray-plugin-raycluster"),
+];
+
+/// Plugins built for tests only: their paths are compiled in, never their bytes.
+const TEST_ONLY: &[(&str, &str)] = &[("HOSTILE", "wasmray-test-hostile")];
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+type BuildResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> BuildResult<()> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let workspace = manifest_dir
+        .parent()
+        .ok_or("host/ has no parent directory")?
+        .to_owned();
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let target_root = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_relative() {
+                workspace.join(dir)
+            } else {
+                dir
+            }
+        })
+        .unwrap_or_else(|| workspace.join("target"));
+    let plugin_target = target_root.join("wasm-plugins");
+
+    for watched in ["wit", "plugins", "crds", "Cargo.toml", "Cargo.lock"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+
+    let mut builtin_rs = String::from(
+        "/// Plugins embedded in this binary.\npub const BUILTIN_PLUGINS: &[BuiltinPlugin] = &[\n",
+    );
+    for (name, package) in BUILTIN {
+        let wasm = build_plugin(&workspace, &plugin_target, &out_dir, package)?;
+        writeln!(
+            builtin_rs,
+            "    BuiltinPlugin {{ name: {name:?}, bytes: include_bytes!({:?}) }},",
+            wasm.display()
+        )?;
+    }
+    builtin_rs.push_str("];\n");
+    std::fs::write(out_dir.join("builtin_plugins.rs"), builtin_rs)?;
+
+    let mut test_rs = String::new();
+    for (constant, package) in TEST_ONLY {
+        let wasm = build_plugin(&workspace, &plugin_target, &out_dir, package)?;
+        writeln!(test_rs, "/// Component file of `{package}`.")?;
+        writeln!(
+            test_rs,
+            "pub const {constant}: &str = {:?};",
+            wasm.display()
+        )?;
+    }
+    std::fs::write(out_dir.join("test_plugins.rs"), test_rs)?;
+    Ok(())
+}
+
+/// Builds one plugin package and copies its component into `out_dir`.
+fn build_plugin(
+    workspace: &Path,
+    plugin_target: &Path,
+    out_dir: &Path,
+    package: &str,
+) -> BuildResult<PathBuf> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace)
+        .args(["build", "--release", "--target", WASM_TARGET, "-p", package])
+        .arg("--target-dir")
+        .arg(plugin_target);
+    // The outer build's settings (rustflags for the host, clippy's wrapper, the
+    // package's own variables) must not leak into the wasm build; the jobserver, the
+    // cargo home and registry settings must.
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let keep = ["CARGO_HOME", "CARGO_MAKEFLAGS"].contains(&key)
+            || [
+                "CARGO_NET_",
+                "CARGO_HTTP_",
+                "CARGO_REGISTRIES_",
+                "CARGO_REGISTRY_",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix));
+        let host_only = key.starts_with("CARGO_")
+            || [
+                "RUSTFLAGS",
+                "RUSTC_WORKSPACE_WRAPPER",
+                "TARGET",
+                "HOST",
+                "OUT_DIR",
+            ]
+            .contains(&key);
+        if host_only && !keep {
+            command.env_remove(key);
+        }
+    }
+    let status = command.status()?;
+    if !status.success() {
+        return Err(format!(
+            "building plugin {package} for {WASM_TARGET} failed ({status}); \
+             is the target installed (`rustup target add {WASM_TARGET}`)?"
+        )
+        .into());
+    }
+    let file = format!("{}.wasm", package.replace('-', "_"));
+    let built = plugin_target.join(WASM_TARGET).join("release").join(&file);
+    let embedded = out_dir.join(&file);
+    std::fs::copy(&built, &embedded)
+        .map_err(|err| format!("copying {}: {err}", built.display()))?;
+    Ok(embedded)
+}

@@ -1,0 +1,99 @@
+//! The one process-wide wasmtime engine: pooling allocator with a fallback, and the
+//! epoch ticker that makes deadlines fire.
+
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::RuntimeConfig;
+
+/// How often the epoch advances: the granularity of deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Which instance allocator the engine ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// Pre-reserved slots for instances, memories, tables and stacks.
+    Pooling,
+    /// Allocation at instantiation time (used where the pool cannot be reserved).
+    OnDemand,
+}
+
+// Wasm32-wasip2 components built from Rust have a handful of core instances (the
+// program, the WASI adapter, shims), up to two memories and a few tables; these bounds
+// leave room for other toolchains.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 8;
+
+fn base_config(config: &RuntimeConfig) -> Config {
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        .parallel_compilation(true);
+    if let Some(stack) = config.max_wasm_stack {
+        wasm.max_wasm_stack(stack);
+    }
+    wasm
+}
+
+fn pooling_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
+    let slots = config.pool_size;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(slots * MEMORIES_PER_COMPONENT)
+        .total_tables(slots * TABLES_PER_COMPONENT)
+        .total_stacks(slots)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_memory_size(config.memory_limit)
+        // Keep the first pages of each slot mapped between calls: a fresh instance per
+        // call then touches already-resident memory instead of faulting it back in.
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(64 << 10);
+    pool
+}
+
+/// Builds the engine. Pooling reserves virtual address space for every slot up front;
+/// machines with a small address space or strict overcommit refuse that, so a failure
+/// falls back to on-demand allocation instead of refusing to start.
+pub fn build_engine(config: &RuntimeConfig) -> wasmtime::Result<(Engine, Allocator)> {
+    if config.pooling {
+        let mut wasm = base_config(config);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(config)));
+        match Engine::new(&wasm) {
+            Ok(engine) => return Ok((engine, Allocator::Pooling)),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "pooling instance allocator unavailable; falling back to on-demand allocation"
+            ),
+        }
+    }
+    let engine = Engine::new(&base_config(config))?;
+    Ok((engine, Allocator::OnDemand))
+}
+
+/// Starts the thread that advances the engine's epoch every [`EPOCH_TICK`]. It holds
+/// only a weak reference and ends when the engine is dropped.
+pub fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasmray-epoch".to_owned())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(drop)
+}
+
+/// The epoch deadline, in ticks, for a wall-clock deadline. One tick is added because
+/// the current tick is already partly over when the call starts.
+pub fn deadline_ticks(deadline: Duration) -> u64 {
+    let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
+}

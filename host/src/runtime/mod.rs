@@ -1,0 +1,474 @@
+//! The plugin runtime: one shared wasmtime engine, plugins loaded from bytes, files or
+//! the built-in set, and calls that each run in a fresh, capability-free store under a
+//! deadline and a memory cap.
+//!
+//! ```no_run
+//! # async fn demo(input: wasmray::runtime::ReconcileInput) -> Result<(), Box<dyn std::error::Error>> {
+//! use wasmray::runtime::{Runtime, RuntimeConfig};
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! runtime.install_builtins().await?;
+//! let output = runtime.reconcile("example-reconciler", &input).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod bindings;
+mod cache;
+mod engine;
+mod error;
+pub mod observe;
+mod plugin;
+mod registry;
+mod sandbox;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use wasmtime::component::Linker;
+use wasmtime::{Engine, Store, Trap};
+
+pub use bindings::autoscaler::exports::wasmray::plugin::autoscale::{
+    AutoscaleInput, AutoscaleOutput,
+};
+pub use bindings::reconciler::exports::wasmray::plugin::reconcile::{
+    ReconcileInput, ReconcileOutput,
+};
+pub use bindings::scheduler::exports::wasmray::plugin::schedule::{ScheduleInput, ScheduleOutput};
+pub use cache::{CodeSource, digest_of};
+pub use engine::{Allocator, EPOCH_TICK};
+pub use error::{CallError, LoadError, PluginId};
+pub use plugin::{CallLimits, Plugin, Role};
+pub use registry::Registry;
+pub use sandbox::OUTPUT_CAPTURE_BYTES;
+
+use crate::builtin::BuiltinPlugin;
+use bindings::types::PluginError as GuestError;
+use plugin::RolePre;
+use sandbox::CallState;
+
+/// Settings of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Default wall-clock deadline of one call.
+    pub deadline: Duration,
+    /// Default linear-memory cap of one call, in bytes.
+    pub memory_limit: usize,
+    /// Use the pooling instance allocator if the machine allows it.
+    pub pooling: bool,
+    /// Instance slots in the pool.
+    pub pool_size: u32,
+    /// Calls that may run at once; at most `pool_size`, so that a call never finds
+    /// the pool exhausted.
+    pub max_concurrent_calls: usize,
+    /// Directory of the on-disk compiled-code cache; none disables it.
+    pub cache_dir: Option<PathBuf>,
+    /// Maximum wasm stack of a call, if not wasmtime's default.
+    pub max_wasm_stack: Option<usize>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            deadline: Duration::from_secs(1),
+            memory_limit: 128 << 20,
+            pooling: true,
+            pool_size: 64,
+            max_concurrent_calls: 32,
+            cache_dir: None,
+            max_wasm_stack: None,
+        }
+    }
+}
+
+/// The plugin runtime. Share it (`Arc<Runtime>`); every method takes `&self`.
+pub struct Runtime {
+    engine: Engine,
+    allocator: Allocator,
+    linker: Linker<CallState>,
+    cache: cache::CodeCache,
+    calls: Semaphore,
+    registry: Registry,
+    config: RuntimeConfig,
+}
+
+/// Why a call failed inside the store, before classification.
+enum Failure {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+}
+
+impl Runtime {
+    /// Creates the engine (pooling if possible), the sandbox linker and the epoch ticker.
+    pub fn new(config: RuntimeConfig) -> wasmtime::Result<Runtime> {
+        let (engine, allocator) = engine::build_engine(&config)?;
+        engine::start_epoch_ticker(&engine)?;
+        let mut linker = Linker::new(&engine);
+        // WASI is linked only because std needs it to link; the context grants nothing.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Every world imports the same `logging` interface, so one linker serves all roles.
+        bindings::reconciler::Reconciler::add_to_linker::<
+            CallState,
+            wasmtime::component::HasSelf<CallState>,
+        >(&mut linker, |state| state)?;
+        let cache = cache::CodeCache::new(&engine, config.cache_dir.as_deref());
+        let permits = config.max_concurrent_calls.clamp(
+            1,
+            usize::try_from(config.pool_size.max(1)).unwrap_or(usize::MAX),
+        );
+        tracing::info!(?allocator, permits, "plugin runtime ready");
+        Ok(Runtime {
+            engine,
+            allocator,
+            linker,
+            cache,
+            calls: Semaphore::new(permits),
+            registry: Registry::default(),
+            config,
+        })
+    }
+
+    /// The shared engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The instance allocator in use.
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
+    }
+
+    /// The installed plugins.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Loads a plugin from component bytes, with the default limits. It is not
+    /// installed; see [`Registry::install`].
+    pub async fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        let limits = CallLimits {
+            deadline: self.config.deadline,
+            memory_limit: self.config.memory_limit,
+        };
+        self.load_with_limits(name, bytes, limits).await
+    }
+
+    /// Loads a plugin from component bytes with its own limits.
+    pub async fn load_with_limits(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        limits: CallLimits,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let id = PluginId {
+            name: name.to_owned(),
+            digest: digest_of(bytes),
+        };
+        let (component, code_source) = self.cache.component(&self.engine, &id, bytes)?;
+        let role = plugin::Role::of(&self.engine, &component, &id)?;
+        let link_error = |err: wasmtime::Error| LoadError::Link {
+            plugin: id.clone(),
+            message: format!("{err:#}"),
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(link_error)?;
+        let pre = RolePre::new(role, pre).map_err(link_error)?;
+        let mut plugin = Plugin {
+            id: id.clone(),
+            role,
+            pre,
+            kinds: Vec::new(),
+            limits,
+            code_source,
+        };
+        if let RolePre::Reconciler(pre) = &plugin.pre {
+            let kinds = self
+                .run(&plugin, async |store| {
+                    let instance = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    instance
+                        .wasmray_plugin_reconcile()
+                        .call_kinds(&mut *store)
+                        .await
+                        .map_err(Failure::Call)
+                })
+                .await
+                .map_err(|source| LoadError::Describe {
+                    plugin: id.clone(),
+                    source: Box::new(source),
+                })?;
+            plugin.kinds = kinds;
+        }
+        tracing::info!(plugin = %id.name, digest = %id.digest, %role, kinds = ?plugin.kinds, ?code_source, "plugin loaded");
+        Ok(Arc::new(plugin))
+    }
+
+    /// Loads a plugin from a component file.
+    pub async fn load_file(&self, name: &str, path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                source,
+            })?;
+        self.load(name, &bytes).await
+    }
+
+    /// Loads and installs every plugin embedded in the binary.
+    pub async fn install_builtins(&self) -> Result<Vec<Arc<Plugin>>, LoadError> {
+        self.install_all(crate::builtin::BUILTIN_PLUGINS).await
+    }
+
+    /// Loads and installs the given plugins. Compilation (the slow part when the code is
+    /// not cached) runs on one thread per plugin; like every load, it blocks the calling
+    /// thread while it compiles, which is meant for start-up.
+    pub async fn install_all(
+        &self,
+        plugins: &[BuiltinPlugin],
+    ) -> Result<Vec<Arc<Plugin>>, LoadError> {
+        let compiled: Vec<Result<(), LoadError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = plugins
+                .iter()
+                .map(|builtin| {
+                    scope.spawn(move || {
+                        let id = PluginId {
+                            name: builtin.name.to_owned(),
+                            digest: digest_of(builtin.bytes),
+                        };
+                        self.cache
+                            .component(&self.engine, &id, builtin.bytes)
+                            .map(drop)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .zip(plugins)
+                .map(|(handle, builtin)| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(LoadError::Compile {
+                            plugin: PluginId {
+                                name: builtin.name.to_owned(),
+                                digest: digest_of(builtin.bytes),
+                            },
+                            message: "the compiler thread panicked".to_owned(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut installed = Vec::with_capacity(plugins.len());
+        for (builtin, compiled) in plugins.iter().zip(compiled) {
+            compiled?;
+            // The code is in the memory cache now; this links and describes the plugin.
+            let plugin = self.load(builtin.name, builtin.bytes).await?;
+            self.registry.install(Arc::clone(&plugin));
+            installed.push(plugin);
+        }
+        Ok(installed)
+    }
+
+    fn resolve(&self, name: &str) -> Result<Arc<Plugin>, CallError> {
+        self.registry
+            .get(name)
+            .ok_or_else(|| CallError::UnknownPlugin {
+                name: name.to_owned(),
+            })
+    }
+
+    fn wrong_role(plugin: &Plugin, expected: Role) -> CallError {
+        CallError::WrongRole {
+            plugin: plugin.id.clone(),
+            expected: expected.as_str(),
+            actual: plugin.role.as_str(),
+        }
+    }
+
+    /// Calls the reconciler installed under `name`.
+    pub async fn reconcile(
+        &self,
+        name: &str,
+        input: &ReconcileInput,
+    ) -> Result<ReconcileOutput, CallError> {
+        let plugin = self.resolve(name)?;
+        self.reconcile_with(&plugin, input).await
+    }
+
+    /// Calls a reconciler plugin.
+    pub async fn reconcile_with(
+        &self,
+        plugin: &Plugin,
+        input: &ReconcileInput,
+    ) -> Result<ReconcileOutput, CallError> {
+        let RolePre::Reconciler(pre) = &plugin.pre else {
+            return Err(Self::wrong_role(plugin, Role::Reconciler));
+        };
+        let answer = self
+            .run(plugin, async |store| {
+                let instance = pre
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(Failure::Instantiate)?;
+                instance
+                    .wasmray_plugin_reconcile()
+                    .call_reconcile(&mut *store, input)
+                    .await
+                    .map_err(Failure::Call)
+            })
+            .await?;
+        let output = answer.map_err(|refusal| refused(plugin, refusal))?;
+        validate::reconcile_output(&output).map_err(|what| malformed(plugin, what))?;
+        Ok(output)
+    }
+
+    /// Calls the scheduler installed under `name`.
+    pub async fn schedule(
+        &self,
+        name: &str,
+        input: &ScheduleInput,
+    ) -> Result<ScheduleOutput, CallError> {
+        let plugin = self.resolve(name)?;
+        let RolePre::Scheduler(pre) = &plugin.pre else {
+            return Err(Self::wrong_role(&plugin, Role::Scheduler));
+        };
+        let answer = self
+            .run(&plugin, async |store| {
+                let instance = pre
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(Failure::Instantiate)?;
+                instance
+                    .wasmray_plugin_schedule()
+                    .call_schedule(&mut *store, input)
+                    .await
+                    .map_err(Failure::Call)
+            })
+            .await?;
+        let output = answer.map_err(|refusal| refused(&plugin, refusal))?;
+        validate::schedule_output(&output, input.pod_sets.len())
+            .map_err(|what| malformed(&plugin, what))?;
+        Ok(output)
+    }
+
+    /// Calls the autoscaler installed under `name`.
+    pub async fn autoscale(
+        &self,
+        name: &str,
+        input: &AutoscaleInput,
+    ) -> Result<AutoscaleOutput, CallError> {
+        let plugin = self.resolve(name)?;
+        let RolePre::Autoscaler(pre) = &plugin.pre else {
+            return Err(Self::wrong_role(&plugin, Role::Autoscaler));
+        };
+        let answer = self
+            .run(&plugin, async |store| {
+                let instance = pre
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(Failure::Instantiate)?;
+                instance
+                    .wasmray_plugin_autoscale()
+                    .call_autoscale(&mut *store, input)
+                    .await
+                    .map_err(Failure::Call)
+            })
+            .await?;
+        let output = answer.map_err(|refusal| refused(&plugin, refusal))?;
+        let groups: Vec<&str> = input
+            .groups
+            .iter()
+            .map(|group| group.name.as_str())
+            .collect();
+        validate::autoscale_output(&output, &groups).map_err(|what| malformed(&plugin, what))?;
+        Ok(output)
+    }
+
+    /// Runs `call` in a fresh store under the plugin's deadline and memory cap, and turns
+    /// every failure into a typed [`CallError`].
+    async fn run<T>(
+        &self,
+        plugin: &Plugin,
+        call: impl AsyncFnOnce(&mut Store<CallState>) -> Result<T, Failure>,
+    ) -> Result<T, CallError> {
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = self
+            .calls
+            .acquire()
+            .await
+            .map_err(|_| CallError::Instantiate {
+                plugin: plugin.id.clone(),
+                message: "the runtime is shutting down".to_owned(),
+            })?;
+        let deadline = plugin.limits.deadline;
+        let mut store = Store::new(
+            &self.engine,
+            CallState::new(plugin.id.clone(), plugin.limits.memory_limit),
+        );
+        store.limiter(|state| state.limiter());
+        // Epochs interrupt wasm code; the timer also covers time spent in host calls
+        // (e.g. a guest blocked in a WASI poll), which epochs cannot interrupt.
+        store.set_epoch_deadline(engine::deadline_ticks(deadline));
+        store.epoch_deadline_trap();
+        let timed = tokio::time::timeout(deadline + 2 * EPOCH_TICK, call(&mut store)).await;
+        store.data().forward_output();
+        match timed {
+            Err(_) => Err(CallError::DeadlineExceeded {
+                plugin: plugin.id.clone(),
+                deadline,
+            }),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(Failure::Instantiate(err))) => Err(CallError::Instantiate {
+                plugin: plugin.id.clone(),
+                message: format!("{err:#}"),
+            }),
+            Ok(Err(Failure::Call(err))) => Err(classify(plugin, store.data(), &err)),
+        }
+    }
+}
+
+fn classify(plugin: &Plugin, state: &CallState, err: &wasmtime::Error) -> CallError {
+    if state.memory_limit_hit() {
+        return CallError::MemoryLimit {
+            plugin: plugin.id.clone(),
+            limit_bytes: plugin.limits.memory_limit,
+        };
+    }
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return CallError::DeadlineExceeded {
+            plugin: plugin.id.clone(),
+            deadline: plugin.limits.deadline,
+        };
+    }
+    let stderr = state.stderr_text();
+    let mut message = format!("{err:#}");
+    if !stderr.trim().is_empty() {
+        message.push_str("; stderr: ");
+        message.push_str(stderr.trim());
+    }
+    CallError::Trap {
+        plugin: plugin.id.clone(),
+        message,
+    }
+}
+
+fn refused(plugin: &Plugin, refusal: GuestError) -> CallError {
+    CallError::Refused {
+        plugin: plugin.id.clone(),
+        reason: refusal.reason,
+        message: refusal.message,
+        retry_after: refusal.retry_after_ms.map(Duration::from_millis),
+    }
+}
+
+fn malformed(plugin: &Plugin, what: String) -> CallError {
+    CallError::MalformedOutput {
+        plugin: plugin.id.clone(),
+        what,
+    }
+}
