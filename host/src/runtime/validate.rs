@@ -187,7 +187,7 @@ pub fn reconcile_output(output: &ReconcileOutput) -> Result<(), String> {
 /// Checks a scheduler's answer against the number of pod sets it was given.
 pub fn schedule_output(output: &ScheduleOutput, pod_set_count: usize) -> Result<(), String> {
     for (index, patch) in output.patches.iter().enumerate() {
-        if usize::try_from(patch.index).map_or(true, |target| target >= pod_set_count) {
+        if !usize::try_from(patch.index).is_ok_and(|target| target < pod_set_count) {
             return Err(format!(
                 "patches[{index}].index: {} is out of range (there are {pod_set_count} pod sets)",
                 patch.index

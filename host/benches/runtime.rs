@@ -1,0 +1,489 @@
+//! Plugin runtime benchmarks (issue 3, Performance).
+//!
+//! - `reconcile/100-pods`: a full call (fresh store and instance, input passed, plugin
+//!   run, output read and validated) for one RayCluster with 3 worker groups and 100
+//!   observed pods, starting from the pods as the host caches them (full objects), so
+//!   the conversion to the contract's records is included;
+//! - `reconcile/new-cluster`: the same cluster with no pods yet (the answer is every
+//!   desired pod and the head service);
+//! - `boundary/*`: what the alternatives cost on the host: converting 100 cached pods to
+//!   typed records vs serialising them as JSON (and parsing them back, the least a
+//!   plugin receiving JSON would do);
+//! - start-up with all built-in plugins, cold (compile) and warm (on-disk cache),
+//!   measured once each and printed (seconds-long, so not sampled by criterion).
+//!
+//! Run: `cargo bench -p wasmray --bench runtime`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, ContainerState, ContainerStateRunning, ContainerStatus,
+    EmptyDirVolumeSource, EnvVar, HTTPGetAction, Pod, PodCondition, PodSpec, PodStatus,
+    PodTemplateSpec, Probe, ResourceRequirements, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp as JiffTimestamp;
+use serde_json::{Value, json};
+use tokio::runtime::Runtime as Tokio;
+use wasmray::builtin::BUILTIN_PLUGINS;
+use wasmray::runtime::bindings::types::{HostFacts, ObservedPod};
+use wasmray::runtime::observe::{observed_pod, timestamp};
+use wasmray::runtime::{ReconcileInput, Runtime, RuntimeConfig};
+
+const CLUSTER: &str = "bench";
+const GROUPS: [(&str, usize, &str); 3] = [
+    ("cpu-small", 40, "2"),
+    ("cpu-large", 40, "8"),
+    ("gpu", 19, "16"),
+];
+const NOW: i64 = 1_795_405_982;
+
+fn quantity(text: &str) -> Quantity {
+    Quantity(text.to_owned())
+}
+
+/// A container as users write them in RayCluster pod templates.
+fn ray_container(name: &str, cpu: &str, gpu: bool) -> Container {
+    let mut limits = BTreeMap::from([
+        ("cpu".to_owned(), quantity(cpu)),
+        ("memory".to_owned(), quantity("32Gi")),
+    ]);
+    if gpu {
+        limits.insert("nvidia.com/gpu".to_owned(), quantity("1"));
+    }
+    let env = |name: &str, value: &str| EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
+    };
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(52365),
+            ..HTTPGetAction::default()
+        }),
+        initial_delay_seconds: Some(10),
+        period_seconds: Some(5),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(120),
+        ..Probe::default()
+    };
+    Container {
+        name: name.to_owned(),
+        image: Some("rayproject/ray-ml:2.46.0-py311-gpu".to_owned()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        resources: Some(ResourceRequirements {
+            limits: Some(limits.clone()),
+            requests: Some(limits),
+            ..ResourceRequirements::default()
+        }),
+        env: Some(vec![
+            env(
+                "RAY_GRAFANA_HOST",
+                "http://prometheus-grafana.monitoring.svc:80",
+            ),
+            env(
+                "RAY_PROMETHEUS_HOST",
+                "http://prometheus-kube-prometheus-prometheus.monitoring.svc:9090",
+            ),
+            env("AWS_DEFAULT_REGION", "us-west-2"),
+            env("HF_HOME", "/mnt/cache/huggingface"),
+            env("PYTHONUNBUFFERED", "1"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            container_port: 8080,
+            name: Some("metrics".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "ray-logs".to_owned(),
+                mount_path: "/tmp/ray".to_owned(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "model-cache".to_owned(),
+                mount_path: "/mnt/cache".to_owned(),
+                ..VolumeMount::default()
+            },
+        ]),
+        liveness_probe: Some(probe("/api/local_raylet_healthz")),
+        readiness_probe: Some(probe("/api/local_raylet_healthz")),
+        ..Container::default()
+    }
+}
+
+fn template(container: &str, cpu: &str, gpu: bool) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(BTreeMap::from([(
+                "team".to_owned(),
+                "ml-platform".to_owned(),
+            )])),
+            annotations: Some(BTreeMap::from([(
+                "prometheus.io/scrape".to_owned(),
+                "true".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![ray_container(container, cpu, gpu)],
+            volumes: Some(vec![
+                Volume {
+                    name: "ray-logs".to_owned(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: "model-cache".to_owned(),
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        size_limit: Some(quantity("50Gi")),
+                        ..EmptyDirVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+            ]),
+            service_account_name: Some("ray-workers".to_owned()),
+            node_selector: Some(BTreeMap::from([(
+                "node.kubernetes.io/instance-type".to_owned(),
+                "m6i.8xlarge".to_owned(),
+            )])),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// The RayCluster as the API server returns it (spec and a status).
+fn ray_cluster() -> Value {
+    let groups: Vec<Value> = GROUPS
+        .iter()
+        .map(|(name, replicas, cpu)| {
+            json!({
+                "groupName": name,
+                "replicas": replicas,
+                "minReplicas": 1,
+                "maxReplicas": 100,
+                "rayStartParams": {"metrics-export-port": "8080"},
+                "template": template("ray-worker", cpu, *name == "gpu"),
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {
+            "name": CLUSTER, "namespace": "ml", "uid": "6c1f3b0e-8a55-4d0e-9a53-0d7b5f3f9c11",
+            "generation": 7, "resourceVersion": "918273",
+            "creationTimestamp": "2026-11-23T01:00:00Z",
+            "labels": {"team": "ml-platform"},
+        },
+        "spec": {
+            "rayVersion": "2.46.0",
+            "enableInTreeAutoscaling": false,
+            "headGroupSpec": {
+                "serviceType": "ClusterIP",
+                "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+                "template": template("ray-head", "4", false),
+            },
+            "workerGroupSpecs": groups,
+        },
+        "status": {"state": "ready", "readyWorkerReplicas": 98, "desiredWorkerReplicas": 99},
+    })
+}
+
+fn time(seconds: i64) -> Time {
+    Time(JiffTimestamp::from_second(seconds).unwrap_or(JiffTimestamp::UNIX_EPOCH))
+}
+
+/// A running pod as the API server returns it: full spec from the template, status with
+/// conditions and container statuses.
+fn running_pod(index: usize, node_type: &str, group: &str, replica_index: usize, cpu: &str) -> Pod {
+    let mut template = template(
+        if node_type == "head" {
+            "ray-head"
+        } else {
+            "ray-worker"
+        },
+        cpu,
+        group == "gpu",
+    );
+    let mut metadata = template.metadata.take().unwrap_or_default();
+    let name = format!("{CLUSTER}-{group}-worker-{index:05x}");
+    let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
+    for (key, value) in [
+        ("ray.io/cluster", CLUSTER.to_owned()),
+        ("ray.io/node-type", node_type.to_owned()),
+        ("ray.io/group", group.to_owned()),
+        ("ray.io/is-ray-node", "yes".to_owned()),
+        ("ray.io/identifier", format!("{CLUSTER}-{node_type}")),
+        (
+            "ray.io/worker-group-replica-index",
+            replica_index.to_string(),
+        ),
+        ("app.kubernetes.io/name", "kuberay".to_owned()),
+        ("app.kubernetes.io/created-by", "wasmray".to_owned()),
+    ] {
+        labels.insert(key.to_owned(), value);
+    }
+    metadata.name = Some(name.clone());
+    metadata.generate_name = Some(format!("{CLUSTER}-{group}-worker-"));
+    metadata.namespace = Some("ml".to_owned());
+    metadata.uid = Some(format!("5d0c6a3e-0000-4000-8000-{index:012x}"));
+    metadata.resource_version = Some(format!("{}", 900_000 + index));
+    metadata.creation_timestamp = Some(time(NOW - 3600));
+    metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "ray.io/v1".to_owned(),
+        kind: "RayCluster".to_owned(),
+        name: CLUSTER.to_owned(),
+        uid: "6c1f3b0e-8a55-4d0e-9a53-0d7b5f3f9c11".to_owned(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    let mut spec = template.spec.take().unwrap_or_default();
+    spec.node_name = Some(format!(
+        "ip-10-0-{}-{}.us-west-2.compute.internal",
+        index / 250,
+        index % 250
+    ));
+    spec.restart_policy = Some("Never".to_owned());
+    spec.scheduler_name = Some("default-scheduler".to_owned());
+    let condition = |kind: &str| PodCondition {
+        type_: kind.to_owned(),
+        status: "True".to_owned(),
+        last_transition_time: Some(time(NOW - 3500)),
+        ..PodCondition::default()
+    };
+    let status = PodStatus {
+        phase: Some("Running".to_owned()),
+        pod_ip: Some(format!("10.1.{}.{}", index / 250, index % 250)),
+        host_ip: Some(format!("10.0.{}.{}", index / 250, index % 250)),
+        start_time: Some(time(NOW - 3590)),
+        qos_class: Some("Guaranteed".to_owned()),
+        conditions: Some(
+            ["PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready", "PodScheduled"]
+                .into_iter()
+                .map(condition)
+                .collect(),
+        ),
+        container_statuses: Some(vec![ContainerStatus {
+            name: "ray-worker".to_owned(),
+            ready: true,
+            started: Some(true),
+            restart_count: 0,
+            image: "rayproject/ray-ml:2.46.0-py311-gpu".to_owned(),
+            image_id: "docker.io/rayproject/ray-ml@sha256:3b0a8c1e4f5d6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d".to_owned(),
+            container_id: Some(format!("containerd://{index:064x}")),
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: Some(time(NOW - 3580)),
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        }]),
+        ..PodStatus::default()
+    };
+    Pod {
+        metadata,
+        spec: Some(spec),
+        status: Some(status),
+    }
+}
+
+/// 100 pods: the head and 99 workers (one short of the spec, so the answer creates one).
+fn cluster_pods() -> Vec<Pod> {
+    let mut pods = vec![running_pod(0, "head", "headgroup", 0, "4")];
+    for (name, replicas, cpu) in GROUPS {
+        let observed = if name == "cpu-small" {
+            replicas - 1
+        } else {
+            replicas
+        };
+        for replica_index in 0..observed {
+            pods.push(running_pod(pods.len(), "worker", name, replica_index, cpu));
+        }
+    }
+    pods
+}
+
+fn reconcile_input(parent: &str, pods: Vec<ObservedPod>) -> ReconcileInput {
+    ReconcileInput {
+        kind: "RayCluster".into(),
+        parent: parent.to_owned(),
+        pods,
+        services: Vec::new(),
+        children: Vec::new(),
+        related: Vec::new(),
+        ray: Default::default(),
+        now: timestamp(JiffTimestamp::from_second(NOW).unwrap_or(JiffTimestamp::UNIX_EPOCH)),
+        config: String::new(),
+        host: HostFacts {
+            operator_version: "bench".into(),
+            feature_gates: Vec::new(),
+            settings: Vec::new(),
+        },
+    }
+}
+
+/// Bytes the strings of the typed pod records carry (the payload copied into the guest).
+fn observed_bytes(pods: &[ObservedPod]) -> usize {
+    pods.iter()
+        .map(|pod| {
+            let map =
+                |m: &[(String, String)]| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            pod.name.len()
+                + pod.uid.len()
+                + pod.resource_version.len()
+                + map(&pod.labels)
+                + map(&pod.annotations)
+                + pod
+                    .conditions
+                    .iter()
+                    .map(|c| c.condition_type.len() + c.status.len())
+                    .sum::<usize>()
+                + pod
+                    .container_statuses
+                    .iter()
+                    .map(|c| c.name.len())
+                    .sum::<usize>()
+                + [
+                    &pod.node_name,
+                    &pod.restart_policy,
+                    &pod.scheduler_name,
+                    &pod.phase,
+                    &pod.pod_ip,
+                    &pod.host_ip,
+                ]
+                .iter()
+                .map(|field| field.as_ref().map_or(0, String::len))
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+fn startup(tokio: &Tokio) {
+    let names: Vec<&str> = BUILTIN_PLUGINS.iter().map(|plugin| plugin.name).collect();
+    let sizes: Vec<usize> = BUILTIN_PLUGINS
+        .iter()
+        .map(|plugin| plugin.bytes.len())
+        .collect();
+    println!("built-in plugins: {names:?}, component bytes: {sizes:?}");
+    let cache_dir =
+        std::env::temp_dir().join(format!("wasmray-bench-cache-{}", std::process::id()));
+    let config = RuntimeConfig {
+        cache_dir: Some(cache_dir.clone()),
+        ..RuntimeConfig::default()
+    };
+    for label in [
+        "cold (compile, fills the disk cache)",
+        "warm (on-disk cache)",
+    ] {
+        let started = Instant::now();
+        let runtime = Runtime::new(config.clone()).unwrap_or_else(|err| panic!("{err}"));
+        let plugins = tokio
+            .block_on(runtime.install_builtins())
+            .unwrap_or_else(|err| panic!("{err}"));
+        println!(
+            "start-up {label}: {:.1} ms to ready with {} plugins ({:?} allocator)",
+            started.elapsed().as_secs_f64() * 1000.0,
+            plugins.len(),
+            runtime.allocator()
+        );
+    }
+    let _ = std::fs::remove_dir_all(cache_dir);
+}
+
+fn benches(c: &mut Criterion) {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| panic!("{err}"));
+    startup(&tokio);
+
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|err| panic!("{err}"));
+    let plugin_name =
+        std::env::var("WASMRAY_BENCH_PLUGIN").unwrap_or_else(|_| "example-reconciler".to_owned());
+    tokio
+        .block_on(runtime.install_builtins())
+        .unwrap_or_else(|err| panic!("{err}"));
+    let parent = ray_cluster().to_string();
+    let pods = cluster_pods();
+    let observed: Vec<ObservedPod> = pods.iter().map(observed_pod).collect();
+    let pods_json = serde_json::to_string(&pods).unwrap_or_default();
+    println!(
+        "input: parent JSON {} bytes; 100 pods as full JSON {} bytes; as typed records {} string bytes",
+        parent.len(),
+        pods_json.len(),
+        observed_bytes(&observed)
+    );
+    let full = reconcile_input(&parent, observed);
+    let new_cluster = reconcile_input(&parent, Vec::new());
+    for (label, input) in [("100 pods", &full), ("new cluster", &new_cluster)] {
+        let output = tokio
+            .block_on(runtime.reconcile(&plugin_name, input))
+            .unwrap_or_else(|err| panic!("{err}"));
+        let pods_created: usize = output
+            .create_pods
+            .iter()
+            .map(|set| set.replicas.len())
+            .sum();
+        let output_bytes: usize = output
+            .create_pods
+            .iter()
+            .map(|set| set.template.len())
+            .sum::<usize>()
+            + output
+                .apply
+                .iter()
+                .map(|object| object.object.len())
+                .sum::<usize>()
+            + output.status.as_ref().map_or(0, String::len);
+        println!(
+            "{label}: answer creates {pods_created} pods in {} pod sets, applies {}, deletes {}; output JSON {output_bytes} bytes",
+            output.create_pods.len(),
+            output.apply.len(),
+            output.delete.len()
+        );
+    }
+
+    let mut group = c.benchmark_group("reconcile");
+    group.bench_function("100-pods", |b| {
+        b.iter(|| {
+            let input = reconcile_input(&parent, pods.iter().map(observed_pod).collect());
+            tokio.block_on(runtime.reconcile(&plugin_name, &input))
+        })
+    });
+    group.bench_function("100-pods-records-prebuilt", |b| {
+        b.iter(|| tokio.block_on(runtime.reconcile(&plugin_name, &full)))
+    });
+    group.bench_function("new-cluster", |b| {
+        b.iter(|| tokio.block_on(runtime.reconcile(&plugin_name, &new_cluster)))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("boundary");
+    group.bench_function("100-pods-to-typed-records", |b| {
+        b.iter(|| pods.iter().map(observed_pod).collect::<Vec<_>>())
+    });
+    group.bench_function("100-pods-json-serialize-and-parse", |b| {
+        b.iter(|| {
+            let text = serde_json::to_string(&pods).unwrap_or_default();
+            serde_json::from_str::<Vec<Pod>>(&text).map(|parsed| parsed.len())
+        })
+    });
+    group.bench_function("parent-json-parse", |b| {
+        b.iter(|| serde_json::from_str::<Value>(&parent).map(|value| value.is_object()))
+    });
+    group.finish();
+}
+
+criterion_group!(runtime_benches, benches);
+
+fn main() {
+    runtime_benches();
+    Criterion::default().configure_from_args().final_summary();
+}
