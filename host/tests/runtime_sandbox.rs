@@ -280,7 +280,7 @@ async fn swapping_a_plugin_under_load_fails_no_call() {
         .map(|_| {
             let request = Arc::clone(&request);
             tokio::spawn(async move {
-                let runtime = &fixture().await.runtime;
+                let runtime = &fixture.runtime;
                 let mut saw_new = false;
                 for _ in 0..60 {
                     let output = runtime
