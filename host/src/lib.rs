@@ -6,4 +6,5 @@
 //! this binary.
 
 pub mod builtin;
+pub mod controller;
 pub mod runtime;

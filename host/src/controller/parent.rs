@@ -1,0 +1,879 @@
+//! The generic parent driver: one kube-rs controller per parent kind and namespace scope.
+//! Gather input, call the plugin bound to the kind, carry out the answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use super::apply::{
+    ChildWriter, FIRST_OTHER_CACHE, MalformedAnswer, PODS_CACHE, ResourceResolver, SERVICES_CACHE,
+    WriteReport, prepare_objects, prepare_pods,
+};
+use super::cache::{OwnedIndex, ParentKindRef, api_resource, run_child_watch};
+use super::expectations::{Expectation, Expectations, Lookup, Readiness};
+use super::observe::{now, observe_object, observed_pod, observed_service};
+use super::plugin::{CallFailure, PluginHost};
+use super::status::{
+    condition_reason, plugin_failure, plugin_failure_condition, status_differs,
+    strip_host_conditions,
+};
+use super::wit::{
+    DashboardReachability, EventType as WitEventType, HostFacts, ObservedObject, ObservedPod,
+    ObservedService, RayObservations, ReconcileInput, ReconcileOutput,
+};
+use super::{ControllerConfig, PLUGIN_ANNOTATION, Stats};
+use std::sync::atomic::Ordering;
+
+/// Key of `ray.extensions` under which the host reports the failed pod write of the
+/// previous call (see the RayCluster plugin: it becomes the `ReplicaFailure` condition).
+pub const POD_WRITE_FAILURE_EXTENSION: &str = "pod-write-failure";
+/// Annotation kubectl writes with a full copy of the object; dropped from the cache.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A child kind other than pods and services, watched under a label selector and passed to
+/// the plugin whole.
+#[derive(Clone, Debug)]
+pub struct OtherChildWatch {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub selector: &'static str,
+}
+
+/// Which children a parent kind has, and how to select them.
+#[derive(Clone, Debug, Default)]
+pub struct ChildWatches {
+    /// Label selector of the pods (None: the kind owns no pods).
+    pub pods: Option<&'static str>,
+    /// Label selectors of the services; one watch each. Kubernetes selectors cannot OR
+    /// different keys, and each kind of service carries a different label.
+    pub services: Vec<&'static str>,
+    pub others: Vec<OtherChildWatch>,
+}
+
+/// A parent kind the driver serves.
+pub trait ParentKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The events reporter, as KubeRay names it (e.g. `raycluster-controller`).
+    const EVENT_REPORTER: &'static str;
+
+    /// The children to watch.
+    fn child_watches() -> ChildWatches;
+
+    /// A finalizer the host keeps on this parent so that cleanup the plugin does at
+    /// deletion (e.g. a Job) runs before the object goes. None: no finalizer.
+    /// The contract has no way yet for a plugin to manage its parent's finalizers.
+    fn finalizer(&self, _settings: &BTreeMap<String, String>) -> Option<&'static str> {
+        None
+    }
+
+    /// Whether the cleanup guarded by [`ParentKind::finalizer`] is done, judged from the
+    /// owned children of other kinds.
+    fn cleanup_done(_children: &[ObservedObject]) -> bool {
+        true
+    }
+}
+
+/// What every scope and kind shares.
+pub struct Shared {
+    pub client: Client,
+    pub plugins: PluginHost,
+    pub config: ControllerConfig,
+    /// Bounds reconciles in flight across namespaces and kinds.
+    pub permits: Semaphore,
+    pub stats: Arc<Stats>,
+    resolver: ResourceResolver,
+}
+
+impl Shared {
+    pub fn new(
+        client: Client,
+        plugins: PluginHost,
+        config: ControllerConfig,
+        stats: Arc<Stats>,
+    ) -> Arc<Self> {
+        let permits = Semaphore::new(usize::from(config.concurrency.max(1)));
+        Arc::new(Shared {
+            client,
+            plugins,
+            config,
+            permits,
+            stats,
+            resolver: ResourceResolver::default(),
+        })
+    }
+
+    fn count_writes(&self, writes: usize) {
+        self.stats
+            .writes
+            .fetch_add(u64::try_from(writes).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn host_facts(&self) -> HostFacts {
+        HostFacts {
+            operator_version: env!("CARGO_PKG_VERSION").to_owned(),
+            feature_gates: self
+                .config
+                .feature_gates
+                .iter()
+                .map(|(gate, on)| (gate.clone(), *on))
+                .collect(),
+            settings: self
+                .config
+                .settings
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// A failed reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{0}")]
+    Plugin(CallFailure),
+    #[error("{count} write(s) failed: {first}")]
+    Writes { count: usize, first: String },
+    #[error("updating the finalizers of {name}: {source}")]
+    Metadata {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status of {name}: {source}")]
+    Status {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// One controller's state: a parent kind in one namespace scope.
+pub struct Scope<P> {
+    shared: Arc<Shared>,
+    namespace: Option<String>,
+    pods: Arc<OwnedIndex<ObservedPod>>,
+    services: Vec<Arc<OwnedIndex<ObservedService>>>,
+    others: Vec<(OtherChildWatch, Arc<OwnedIndex<ObservedObject>>)>,
+    expectations: Expectations,
+    recorder: Recorder,
+    /// Consecutive failures per parent uid, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// A failed pod write per parent uid, reported on the next call.
+    pod_write_failures: Mutex<HashMap<String, Value>>,
+    _kind: PhantomData<fn() -> P>,
+}
+
+/// Services of any service cache.
+struct AnyService<'a>(&'a [Arc<OwnedIndex<ObservedService>>]);
+
+impl Lookup for AnyService<'_> {
+    fn has_name(&self, parent_uid: &str, name: &str) -> bool {
+        self.0.iter().any(|index| index.has_name(parent_uid, name))
+    }
+    fn has_live_uid(&self, parent_uid: &str, uid: &str) -> bool {
+        self.0
+            .iter()
+            .any(|index| index.has_live_uid(parent_uid, uid))
+    }
+}
+
+impl<P: ParentKind> Scope<P> {
+    fn new(shared: Arc<Shared>, namespace: Option<String>) -> Self {
+        let watches = P::child_watches();
+        let scope_text = namespace.as_deref().unwrap_or("all namespaces");
+        let recorder = Recorder::new(
+            shared.client.clone(),
+            Reporter {
+                controller: P::EVENT_REPORTER.to_owned(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Scope {
+            pods: Arc::new(OwnedIndex::new(format!(
+                "pods ({}) in {scope_text}",
+                watches.pods.unwrap_or("-")
+            ))),
+            services: watches
+                .services
+                .iter()
+                .map(|selector| {
+                    Arc::new(OwnedIndex::new(format!(
+                        "services ({selector}) in {scope_text}"
+                    )))
+                })
+                .collect(),
+            others: watches
+                .others
+                .iter()
+                .map(|other| {
+                    let index = OwnedIndex::new(format!(
+                        "{} ({}) in {scope_text}",
+                        other.plural, other.selector
+                    ));
+                    (other.clone(), Arc::new(index))
+                })
+                .collect(),
+            expectations: Expectations::new(shared.config.expectation_timeout),
+            recorder,
+            failures: Mutex::new(HashMap::new()),
+            pod_write_failures: Mutex::new(HashMap::new()),
+            shared,
+            namespace,
+            _kind: PhantomData,
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(self.shared.client.clone(), namespace),
+            None => Api::all(self.shared.client.clone()),
+        }
+    }
+
+    fn dynamic_api(&self, other: &OtherChildWatch) -> Api<DynamicObject> {
+        let resource = api_resource(other.api_version, other.kind, other.plural);
+        match &self.namespace {
+            Some(namespace) => {
+                Api::namespaced_with(self.shared.client.clone(), namespace, &resource)
+            }
+            None => Api::all_with(self.shared.client.clone(), &resource),
+        }
+    }
+
+    /// Expectation cache id of a child kind.
+    fn cache_of(&self, api_version: &str, kind: &str) -> Option<usize> {
+        match (api_version, kind) {
+            ("v1", "Pod") => Some(PODS_CACHE),
+            ("v1", "Service") => Some(SERVICES_CACHE),
+            _ => self
+                .others
+                .iter()
+                .position(|(other, _)| other.api_version == api_version && other.kind == kind)
+                .map(|index| FIRST_OTHER_CACHE + index),
+        }
+    }
+
+    fn readiness(&self, parent: &P, uid: &str) -> Readiness {
+        let services = AnyService(&self.services);
+        let mut lookups: Vec<&dyn Lookup> = vec![&*self.pods, &services];
+        lookups.extend(self.others.iter().map(|(_, index)| &**index as &dyn Lookup));
+        self.expectations
+            .check(uid, parent.meta().resource_version.as_deref(), &lookups)
+    }
+
+    /// The input of a plugin call.
+    fn gather(&self, parent: &P, uid: &str) -> ReconcileInput {
+        let mut parent_json = serde_json::to_value(parent).unwrap_or(Value::Null);
+        if let Some(status) = parent_json.get_mut("status") {
+            strip_host_conditions(status);
+        }
+        let pods = self
+            .pods
+            .children_of(uid)
+            .iter()
+            .map(|entry| entry.value.clone())
+            .collect();
+        let mut services: Vec<ObservedService> = Vec::new();
+        for index in &self.services {
+            for entry in index.children_of(uid) {
+                if !services.iter().any(|known| known.uid == entry.uid) {
+                    services.push(entry.value.clone());
+                }
+            }
+        }
+        let children = self
+            .others
+            .iter()
+            .flat_map(|(_, index)| index.children_of(uid))
+            .map(|entry| entry.value.clone())
+            .collect();
+        let mut ray = RayObservations {
+            dashboard: DashboardReachability::NotChecked,
+            jobs: Vec::new(),
+            serve_status: None,
+            action_results: Vec::new(),
+            extensions: Vec::new(),
+        };
+        if let Some(failure) = self
+            .pod_write_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid)
+        {
+            ray.extensions
+                .push((POD_WRITE_FAILURE_EXTENSION.to_owned(), failure.to_string()));
+        }
+        let plugin = self.plugin_for(parent);
+        ReconcileInput {
+            kind: P::kind(&()).into_owned(),
+            parent: parent_json.to_string(),
+            pods,
+            services,
+            children,
+            related: Vec::new(),
+            ray,
+            now: now(),
+            config: self
+                .shared
+                .config
+                .plugin_config
+                .get(&plugin)
+                .cloned()
+                .unwrap_or_default(),
+            host: self.shared.host_facts(),
+        }
+    }
+
+    /// The plugin for this object: its annotation, else the kind's binding.
+    fn plugin_for(&self, parent: &P) -> String {
+        parent
+            .annotations()
+            .get(PLUGIN_ANNOTATION)
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .or_else(|| {
+                self.shared
+                    .config
+                    .bindings
+                    .get(P::kind(&()).as_ref())
+                    .cloned()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn publish(&self, parent: &P, events: Vec<(EventType, String, String)>) {
+        let reference = parent.object_ref(&());
+        for (type_, reason, note) in events {
+            let event = KubeEvent {
+                type_,
+                // Event reasons are at most 128 characters, notes at most 1 kB.
+                reason: reason.chars().take(128).collect(),
+                note: Some(truncate_bytes(&note, 1024)),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            };
+            if let Err(error) = self.recorder.publish(&event, &reference).await {
+                tracing::warn!(object = %parent.name_any(), %error, reason = %event.reason, "cannot record event");
+            }
+        }
+    }
+
+    /// Server-side applies `status` under `manager`; returns the new resourceVersion.
+    async fn apply_status(
+        &self,
+        parent: &P,
+        manager: &str,
+        status: Value,
+    ) -> Result<Option<String>, ReconcileError> {
+        let name = parent.name_any();
+        let api: Api<P> = Api::namespaced(
+            self.shared.client.clone(),
+            &parent.namespace().unwrap_or_default(),
+        );
+        let body = json!({
+            "apiVersion": P::api_version(&()),
+            "kind": P::kind(&()),
+            "metadata": {"name": name},
+            "status": status,
+        });
+        self.shared.count_writes(1);
+        let written = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(manager).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(|source| ReconcileError::Status {
+                name: name.clone(),
+                source,
+            })?;
+        Ok(written.resource_version())
+    }
+
+    /// Replaces the parent's finalizers, guarded by its resourceVersion.
+    async fn set_finalizers(
+        &self,
+        parent: &P,
+        uid: &str,
+        finalizers: Vec<String>,
+    ) -> Result<(), ReconcileError> {
+        let name = parent.name_any();
+        let api: Api<P> = Api::namespaced(
+            self.shared.client.clone(),
+            &parent.namespace().unwrap_or_default(),
+        );
+        let patch = json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": parent.resource_version(),
+        }});
+        self.shared.count_writes(1);
+        let written = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| ReconcileError::Metadata {
+                name: name.clone(),
+                source,
+            })?;
+        if let Some(version) = written.resource_version() {
+            self.expectations
+                .expect(uid, [Expectation::ParentVersion(version)]);
+        }
+        Ok(())
+    }
+
+    fn failure_manager(&self) -> String {
+        format!("{}-plugin-failure", self.shared.config.field_manager)
+    }
+
+    /// Sets the `PluginFailure` condition and records a Warning event.
+    async fn record_plugin_failure(&self, parent: &P, uid: &str, failure: &CallFailure) {
+        tracing::warn!(object = %parent.name_any(), namespace = ?parent.namespace(), error = %failure, "plugin call failed");
+        let current = serde_json::to_value(parent)
+            .ok()
+            .and_then(|value| value.get("status").cloned());
+        let reason = condition_reason(&failure.reason);
+        let message = failure.to_string();
+        let stamp = k8s_openapi::jiff::Timestamp::now()
+            .round(k8s_openapi::jiff::Unit::Second)
+            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+            .to_string();
+        if let Some(condition) = plugin_failure_condition(
+            current.as_ref(),
+            &reason,
+            &message,
+            &stamp,
+            parent.meta().generation,
+        ) {
+            match self
+                .apply_status(
+                    parent,
+                    &self.failure_manager(),
+                    json!({"conditions": [condition]}),
+                )
+                .await
+            {
+                Ok(Some(version)) => self
+                    .expectations
+                    .expect(uid, [Expectation::ParentVersion(version)]),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(object = %parent.name_any(), %error, "cannot set the PluginFailure condition")
+                }
+            }
+        }
+        self.publish(
+            parent,
+            vec![(EventType::Warning, "PluginFailure".to_owned(), message)],
+        )
+        .await;
+    }
+
+    /// Carries out an answer.
+    async fn carry_out(
+        &self,
+        parent: &P,
+        uid: &str,
+        plugin: &str,
+        output: ReconcileOutput,
+    ) -> Result<Action, ReconcileError> {
+        let namespace = parent.namespace().unwrap_or_default();
+        let malformed = |error: MalformedAnswer| {
+            ReconcileError::Plugin(CallFailure::malformed_output(
+                &self.shared.plugins,
+                plugin,
+                error.to_string(),
+            ))
+        };
+        let Some(owner) = parent.controller_owner_ref(&()) else {
+            // Only objects without a uid lack an owner reference; the API server gives
+            // every stored object one.
+            return Ok(Action::await_change());
+        };
+        let pods = prepare_pods(&output.create_pods, &namespace, &owner).map_err(malformed)?;
+        let objects = prepare_objects(&output.apply, &namespace, &owner).map_err(malformed)?;
+        let new_status = output
+            .status
+            .as_deref()
+            .map(serde_json::from_str::<Value>)
+            .transpose()
+            .map_err(|error| {
+                malformed(MalformedAnswer {
+                    what: "status".into(),
+                    message: error.to_string(),
+                })
+            })?;
+
+        let cache_of = |api_version: &str, kind: &str| self.cache_of(api_version, kind);
+        let writer = ChildWriter {
+            client: &self.shared.client,
+            namespace: &namespace,
+            field_manager: &self.shared.config.field_manager,
+            resolver: &self.shared.resolver,
+            cache_of: &cache_of,
+        };
+        // KubeRay's order: services and other children, then pods.
+        let mut report = WriteReport::default();
+        if !objects.is_empty() {
+            report = writer.write_objects(objects).await;
+        }
+        if !pods.is_empty() {
+            merge(&mut report, writer.create_pods(pods).await);
+        }
+        if !output.delete.is_empty() {
+            let pod_labels = |name: &str| {
+                self.pods.child(uid, name).map(|entry| {
+                    entry
+                        .value
+                        .labels
+                        .iter()
+                        .cloned()
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                })
+            };
+            merge(
+                &mut report,
+                writer.delete(&output.delete, &pod_labels).await,
+            );
+        }
+        self.shared.count_writes(report.writes);
+        self.expectations
+            .expect(uid, std::mem::take(&mut report.expectations));
+        if let Some(failure) = report.pod_write_failure.take() {
+            self.pod_write_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(uid.to_owned(), failure);
+        }
+
+        let current = serde_json::to_value(parent)
+            .ok()
+            .and_then(|value| value.get("status").cloned());
+        if let Some(new_status) = new_status
+            && status_differs(current.as_ref(), &new_status)
+        {
+            let manager = self.shared.config.field_manager.clone();
+            if let Some(version) = self.apply_status(parent, &manager, new_status).await? {
+                self.expectations
+                    .expect(uid, [Expectation::ParentVersion(version)]);
+            }
+        }
+        if plugin_failure(current.as_ref()).is_some() {
+            // The call succeeded: withdraw the failure condition (applying nothing under
+            // its manager removes what that manager set).
+            if let Some(version) = self
+                .apply_status(parent, &self.failure_manager(), json!({}))
+                .await?
+            {
+                self.expectations
+                    .expect(uid, [Expectation::ParentVersion(version)]);
+            }
+        }
+
+        let mut events = std::mem::take(&mut report.events);
+        events.extend(output.events.into_iter().map(|event| {
+            let type_ = match event.event_type {
+                WitEventType::Normal => EventType::Normal,
+                WitEventType::Warning => EventType::Warning,
+            };
+            (type_, event.reason, event.message)
+        }));
+        self.publish(parent, events).await;
+        if !output.ray_actions.is_empty() || !output.ray_queries.is_empty() {
+            tracing::warn!(
+                object = %parent.name_any(),
+                plugin,
+                "the plugin asked for Ray actions or queries, which this host does not carry out for {} yet",
+                P::kind(&())
+            );
+        }
+
+        if let Some(first) = report.errors.first() {
+            return Err(ReconcileError::Writes {
+                count: report.errors.len(),
+                first: first.clone(),
+            });
+        }
+        Ok(match output.requeue_after_ms {
+            Some(millis) => Action::requeue(Duration::from_millis(millis.max(1))),
+            None => Action::await_change(),
+        })
+    }
+
+    fn clear_failures(&self, uid: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+
+    /// Forgets everything about a deleted parent.
+    fn forget(&self, uid: &str) {
+        self.expectations.forget(uid);
+        self.clear_failures(uid);
+        self.pod_write_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+}
+
+fn merge(report: &mut WriteReport, other: WriteReport) {
+    report.expectations.extend(other.expectations);
+    report.events.extend(other.events);
+    if other.pod_write_failure.is_some() {
+        report.pod_write_failure = other.pod_write_failure;
+    }
+    report.errors.extend(other.errors);
+    report.writes += other.writes;
+}
+
+fn truncate_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+async fn reconcile<P: ParentKind>(
+    parent: Arc<P>,
+    scope: Arc<Scope<P>>,
+) -> Result<Action, ReconcileError> {
+    scope
+        .shared
+        .stats
+        .reconciles
+        .fetch_add(1, Ordering::Relaxed);
+    let Some(uid) = parent.uid() else {
+        return Ok(Action::await_change());
+    };
+    if parent.meta().deletion_timestamp.is_some() && parent.finalizers().is_empty() {
+        // Being deleted with nothing to finalise: the garbage collector removes the
+        // children.
+        return Ok(Action::await_change());
+    }
+    if let Readiness::Waiting(remaining) = scope.readiness(&parent, &uid) {
+        // A cache event for the awaited write triggers the next reconcile; the requeue is
+        // the safety net for a write whose event never comes.
+        return Ok(Action::requeue(remaining));
+    }
+    // The semaphore is never closed; an error could only mean shutdown.
+    let Ok(_permit) = scope.shared.permits.acquire().await else {
+        return Ok(Action::await_change());
+    };
+    let finalizer = parent.finalizer(&scope.shared.config.settings);
+    let deleting = parent.meta().deletion_timestamp.is_some();
+    if let Some(finalizer) = finalizer
+        && !deleting
+        && !parent.finalizers().iter().any(|held| held == finalizer)
+    {
+        // As KubeRay: add the finalizer and do nothing else in this pass.
+        let mut finalizers = parent.finalizers().to_vec();
+        finalizers.push(finalizer.to_owned());
+        scope.set_finalizers(&parent, &uid, finalizers).await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let plugin = scope.plugin_for(&parent);
+    let input = scope.gather(&parent, &uid);
+    let children = input.children.clone();
+    scope
+        .shared
+        .stats
+        .plugin_calls
+        .fetch_add(1, Ordering::Relaxed);
+    let output = match scope
+        .shared
+        .plugins
+        .reconcile(&plugin, P::kind(&()).as_ref(), input)
+        .await
+    {
+        Ok(output) => output,
+        Err(failure) => {
+            scope.record_plugin_failure(&parent, &uid, &failure).await;
+            return Err(ReconcileError::Plugin(failure));
+        }
+    };
+    match scope.carry_out(&parent, &uid, &plugin, output).await {
+        Ok(action) => {
+            scope.clear_failures(&uid);
+            if deleting
+                && let Some(finalizer) = finalizer
+                && parent.finalizers().iter().any(|held| held == finalizer)
+                && P::cleanup_done(&children)
+            {
+                let finalizers = parent
+                    .finalizers()
+                    .iter()
+                    .filter(|held| *held != finalizer)
+                    .cloned()
+                    .collect();
+                scope.set_finalizers(&parent, &uid, finalizers).await?;
+            }
+            Ok(action)
+        }
+        Err(ReconcileError::Plugin(failure)) => {
+            scope.record_plugin_failure(&parent, &uid, &failure).await;
+            Err(ReconcileError::Plugin(failure))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn error_policy<P: ParentKind>(
+    parent: Arc<P>,
+    error: &ReconcileError,
+    scope: Arc<Scope<P>>,
+) -> Action {
+    let uid = parent.uid().unwrap_or_default();
+    let attempts = {
+        let mut failures = scope.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(uid).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    if let ReconcileError::Plugin(failure) = error
+        && let Some(after) = failure.retry_after
+    {
+        return Action::requeue(after);
+    }
+    let config = &scope.shared.config;
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
+    let delay = config
+        .backoff_base
+        .saturating_mul(factor)
+        .min(config.backoff_max);
+    tracing::debug!(object = %parent.name_any(), %error, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// Runs the controller of parent kind `P` for one namespace (or all, with None) until
+/// `shutdown` resolves. Child caches are filled before the first reconcile, so a plugin
+/// never decides on an empty view of existing children.
+pub async fn run_controller<P: ParentKind>(
+    shared: Arc<Shared>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let scope = Arc::new(Scope::<P>::new(shared.clone(), namespace));
+    let watches = P::child_watches();
+    let parent_kind = ParentKindRef::of::<P>();
+    let (triggers, triggered) = futures::channel::mpsc::unbounded::<ObjectRef<P>>();
+    let mut tasks = Vec::new();
+    if let Some(selector) = watches.pods {
+        tasks.push(tokio::spawn(run_child_watch(
+            scope.api::<k8s_openapi::api::core::v1::Pod>(),
+            watcher::Config::default().labels(selector),
+            scope.pods.clone(),
+            parent_kind.clone(),
+            observed_pod,
+            triggers.clone(),
+        )));
+    }
+    for (selector, index) in watches.services.iter().zip(&scope.services) {
+        tasks.push(tokio::spawn(run_child_watch(
+            scope.api::<k8s_openapi::api::core::v1::Service>(),
+            watcher::Config::default().labels(selector),
+            index.clone(),
+            parent_kind.clone(),
+            observed_service,
+            triggers.clone(),
+        )));
+    }
+    for (other, index) in &scope.others {
+        let (api_version, kind) = (other.api_version, other.kind);
+        tasks.push(tokio::spawn(run_child_watch(
+            scope.dynamic_api(other),
+            watcher::Config::default().labels(other.selector),
+            index.clone(),
+            parent_kind.clone(),
+            move |object: &DynamicObject| observe_object(object, api_version, kind),
+            triggers.clone(),
+        )));
+    }
+    drop(triggers);
+    let mut caches: Vec<&str> = Vec::new();
+    scope.pods.wait_synced().await;
+    caches.push(&scope.pods.description);
+    for index in &scope.services {
+        index.wait_synced().await;
+        caches.push(&index.description);
+    }
+    for (_, index) in &scope.others {
+        index.wait_synced().await;
+        caches.push(&index.description);
+    }
+    tracing::info!(kind = %P::kind(&()), ?caches, "child caches synced; starting the controller");
+
+    let (reader, writer) = reflector::store::<P>();
+    let forget_scope = scope.clone();
+    let parents = watcher(scope.api::<P>(), watcher::Config::default())
+        .default_backoff()
+        .map(move |event| {
+            if let Ok(watcher::Event::Delete(parent)) = &event
+                && let Some(uid) = parent.uid()
+            {
+                forget_scope.forget(&uid);
+            }
+            event
+        })
+        .modify(|parent| {
+            // The cache keeps what decisions read: not the managed-fields bookkeeping, nor
+            // kubectl's second copy of the whole object.
+            parent.managed_fields_mut().clear();
+            parent.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+        })
+        .reflect(writer)
+        .applied_objects();
+    let config = &shared.config;
+    let controller_config = kube::runtime::controller::Config::default()
+        .concurrency(config.concurrency.max(1))
+        .debounce(config.debounce);
+    Controller::for_stream(parents, reader)
+        .reconcile_on(triggered)
+        .with_config(controller_config)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<P>, error_policy::<P>, scope)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile did not complete");
+            }
+        })
+        .await;
+    for task in tasks {
+        task.abort();
+    }
+}

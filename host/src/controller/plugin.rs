@@ -1,0 +1,118 @@
+//! The controller's view of the plugin runtime: call the reconciler a parent is bound to,
+//! and turn every way a call can fail into one [`CallFailure`] (reason, message naming the
+//! plugin and its digest, retry hint).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::runtime::{
+    CallError, PluginId, ReconcileInput, ReconcileOutput, Runtime, RuntimeConfig,
+};
+
+/// Why a plugin call gave no usable answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CallFailure {
+    /// CamelCase kind of failure, e.g. `PluginTrapped`, `PluginDeadlineExceeded`.
+    pub reason: String,
+    /// What failed, naming the plugin and its digest.
+    pub message: String,
+    /// When to retry, if the plugin said so.
+    pub retry_after: Option<Duration>,
+}
+
+impl From<CallError> for CallFailure {
+    fn from(error: CallError) -> Self {
+        let retry_after = match &error {
+            CallError::Refused { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        CallFailure {
+            reason: error.reason().to_owned(),
+            message: error.to_string(),
+            retry_after,
+        }
+    }
+}
+
+impl CallFailure {
+    /// The answer of `plugin` could not be carried out because part of it is malformed.
+    pub fn malformed_output(plugins: &PluginHost, plugin: &str, what: String) -> Self {
+        let id = plugins
+            .runtime
+            .registry()
+            .get(plugin)
+            .map(|plugin| plugin.id().clone())
+            .unwrap_or_else(|| PluginId {
+                name: plugin.to_owned(),
+                digest: "unknown digest".to_owned(),
+            });
+        CallError::MalformedOutput { plugin: id, what }.into()
+    }
+}
+
+/// The plugins the controller calls.
+#[derive(Clone)]
+pub struct PluginHost {
+    runtime: Arc<Runtime>,
+}
+
+impl PluginHost {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        PluginHost { runtime }
+    }
+
+    /// A runtime with the default limits and every built-in plugin installed.
+    pub async fn with_builtins(cache_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: cache_dir.map(Path::to_path_buf),
+            ..RuntimeConfig::default()
+        })
+        .map_err(|error| anyhow::anyhow!("starting the plugin runtime: {error:#}"))?;
+        runtime.install_builtins().await?;
+        Ok(PluginHost::new(Arc::new(runtime)))
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// `name (digest)` of every installed plugin.
+    pub fn describe(&self) -> Vec<String> {
+        self.runtime
+            .registry()
+            .list()
+            .iter()
+            .map(|plugin| plugin.id().to_string())
+            .collect()
+    }
+
+    /// Calls the reconciler `plugin` for a parent of `kind`.
+    pub async fn reconcile(
+        &self,
+        plugin: &str,
+        kind: &str,
+        input: ReconcileInput,
+    ) -> Result<ReconcileOutput, CallFailure> {
+        let installed =
+            self.runtime
+                .registry()
+                .get(plugin)
+                .ok_or_else(|| CallError::UnknownPlugin {
+                    name: plugin.to_owned(),
+                })?;
+        if !installed.kinds().iter().any(|served| served == kind) {
+            return Err(CallFailure {
+                reason: "PluginWrongKind".to_owned(),
+                message: format!(
+                    "{} serves {:?}, not {kind}",
+                    installed.id(),
+                    installed.kinds()
+                ),
+                retry_after: None,
+            });
+        }
+        Ok(self.runtime.reconcile_with(&installed, &input).await?)
+    }
+}

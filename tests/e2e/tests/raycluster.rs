@@ -1,0 +1,1005 @@
+//! RayCluster end to end on the real control plane (kwok nodes): the host controller runs
+//! in-process, one per test, scoped to the test's namespace and with its own user agent, so
+//! the apiserver's audit log tells its requests apart from the test's and other tests'.
+//!
+//! In-process rather than the built binary: each test can install extra plugins (the
+//! hostile test plugin) and read the controller's counters, and no second build of the
+//! host is needed. `main.rs` only parses flags and calls the same `controller::run`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use wasmray::controller::{self, ControllerConfig, plugin::PluginHost};
+use wasmray::runtime::{Runtime, RuntimeConfig};
+use wasmray_crds::RayCluster;
+use wasmray_crds::samples::{invalid_cases, load_sample, samples_dir};
+
+/// Generous: the machine running the tests may be loaded.
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+fn gpu_node_selector() -> Value {
+    // The sample selects GKE's accelerator label; the test control plane's GPU nodes carry
+    // NVIDIA's product label instead (same A100 meaning).
+    json!({"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"})
+}
+
+/// A controller running in this test's runtime.
+struct Operator {
+    agent: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    stats: Arc<controller::Stats>,
+}
+
+impl Operator {
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+struct OperatorOptions {
+    feature_gates: BTreeMap<String, bool>,
+    /// (name, component path, plugin configuration) of extra plugins.
+    extra_plugins: Vec<(String, PathBuf, String)>,
+}
+
+impl Default for OperatorOptions {
+    fn default() -> Self {
+        OperatorOptions {
+            feature_gates: BTreeMap::new(),
+            extra_plugins: Vec::new(),
+        }
+    }
+}
+
+/// Compiled plugin code shared by the tests of this process.
+fn plugin_cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("wasmray-e2e-plugin-cache-{}", std::process::id()))
+}
+
+async fn client_with_agent(agent: &str) -> anyhow::Result<Client> {
+    let cluster = wasmray_e2e::cluster().await?;
+    let kubeconfig = Kubeconfig::read_from(cluster.kubeconfig_path())?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(controller::with_user_agent(
+        config, agent,
+    ))?)
+}
+
+async fn start_operator(namespace: &str, options: OperatorOptions) -> anyhow::Result<Operator> {
+    let agent = format!("{}-e2e-{namespace}", controller::USER_AGENT);
+    let client = client_with_agent(&agent).await?;
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(plugin_cache_dir()),
+        ..RuntimeConfig::default()
+    })
+    .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    runtime.install_builtins().await?;
+    let mut plugin_config = BTreeMap::new();
+    for (name, path, config) in &options.extra_plugins {
+        let plugin = runtime.load_file(name, path).await?;
+        runtime.registry().install(plugin);
+        plugin_config.insert(name.clone(), config.clone());
+    }
+    let config = ControllerConfig {
+        namespaces: vec![namespace.to_owned()],
+        concurrency: 4,
+        feature_gates: options.feature_gates,
+        plugin_config,
+        ..ControllerConfig::default()
+    };
+    let stats = Arc::new(controller::Stats::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let plugins = PluginHost::new(Arc::new(runtime));
+    let task = tokio::spawn(controller::run_with_stats(
+        client,
+        plugins,
+        config,
+        stopped,
+        stats.clone(),
+    ));
+    Ok(Operator {
+        agent,
+        stop,
+        task,
+        stats,
+    })
+}
+
+/// A namespace, the CRDs, an admin client and a running operator.
+struct Fixture {
+    client: Client,
+    ns: wasmray_e2e::TestNamespace,
+    operator: Operator,
+}
+
+impl Fixture {
+    async fn new(prefix: &str, options: OperatorOptions) -> anyhow::Result<Fixture> {
+        let cluster = wasmray_e2e::cluster().await?;
+        let client = cluster.client().await?;
+        let crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../crds/generated/ray.io_rayclusters.yaml");
+        wasmray_e2e::crds::apply_crd_files(&client, &[crd.as_path()]).await?;
+        let ns = cluster.namespace(prefix).await?;
+        let operator = start_operator(&ns.name, options).await?;
+        Ok(Fixture {
+            client,
+            ns,
+            operator,
+        })
+    }
+
+    fn clusters(&self) -> Api<RayCluster> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    fn pods_api(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    fn services_api(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    async fn create(&self, object: Value) -> anyhow::Result<RayCluster> {
+        let cluster: RayCluster = serde_json::from_value(object)?;
+        Ok(self
+            .clusters()
+            .create(&PostParams::default(), &cluster)
+            .await?)
+    }
+
+    async fn create_sample(&self, file: &str) -> anyhow::Result<RayCluster> {
+        self.create(load_sample(&samples_dir().join(file))?).await
+    }
+
+    /// The pods of a cluster (terminating ones excluded).
+    async fn pods(&self, cluster: &str) -> anyhow::Result<Vec<Pod>> {
+        let list = self
+            .pods_api()
+            .list(&ListParams::default().labels(&format!("ray.io/cluster={cluster}")))
+            .await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .collect())
+    }
+
+    async fn workers(&self, cluster: &str, group: &str) -> anyhow::Result<Vec<Pod>> {
+        Ok(self
+            .pods(cluster)
+            .await?
+            .into_iter()
+            .filter(|pod| pod.labels().get("ray.io/group").map(String::as_str) == Some(group))
+            .collect())
+    }
+
+    async fn status(&self, cluster: &str) -> anyhow::Result<Value> {
+        let cluster = self.clusters().get(cluster).await?;
+        Ok(serde_json::to_value(&cluster)?["status"].clone())
+    }
+
+    async fn patch_spec(&self, cluster: &str, patch: Value) -> anyhow::Result<()> {
+        self.clusters()
+            .patch(
+                cluster,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": patch})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the cluster is `ready` with `pods` pods, all Running and Ready.
+    async fn wait_ready(&self, cluster: &str, pods: usize) -> anyhow::Result<()> {
+        eventually(&format!("{cluster} ready with {pods} pods"), || async {
+            let status = self.status(cluster).await?;
+            ensure!(status["state"] == "ready", "state is {}", status["state"]);
+            let live = self.pods(cluster).await?;
+            ensure!(live.len() == pods, "{} pods", live.len());
+            for pod in &live {
+                ensure!(
+                    pod_ready(pod),
+                    "pod {} is not Running and Ready",
+                    pod.name_any()
+                );
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Waits until the group has exactly `count` live pods, all Running and Ready.
+    async fn wait_group(
+        &self,
+        cluster: &str,
+        group: &str,
+        count: usize,
+    ) -> anyhow::Result<Vec<Pod>> {
+        eventually(
+            &format!("{cluster}/{group} with {count} ready pods"),
+            || async {
+                let workers = self.workers(cluster, group).await?;
+                ensure!(workers.len() == count, "{} pods", workers.len());
+                ensure!(workers.iter().all(pod_ready), "not all ready");
+                Ok(workers)
+            },
+        )
+        .await
+    }
+
+    async fn events(&self, cluster: &str) -> anyhow::Result<Vec<Event>> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|event| {
+                event.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("RayCluster") && r.name.as_deref() == Some(cluster)
+                })
+            })
+            .collect())
+    }
+
+    async fn finish(self) -> anyhow::Result<()> {
+        self.operator.shutdown().await;
+        self.ns.cleanup(&self.client).await
+    }
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+fn condition_status(status: &Value, type_: &str) -> Option<String> {
+    condition(status, type_).and_then(|c| c["status"].as_str().map(str::to_owned))
+}
+
+/// Polls `check` until it succeeds or [`TIMEOUT`] passes; the error names the last failure.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match check().await {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() > deadline => {
+                bail!("timed out after {TIMEOUT:?} waiting for {what}: {error:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+fn container_env(pod: &Pod, container: usize) -> BTreeMap<String, Option<String>> {
+    pod.spec
+        .as_ref()
+        .and_then(|spec| spec.containers.get(container))
+        .and_then(|c| c.env.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|var| (var.name.clone(), var.value.clone()))
+        .collect()
+}
+
+fn gpu_sample() -> anyhow::Result<Value> {
+    let mut sample = load_sample(&samples_dir().join("ray-cluster.gpu-heterogeneous.yaml"))?;
+    let groups = sample["spec"]["workerGroupSpecs"]
+        .as_array_mut()
+        .context("sample has worker groups")?;
+    for group in groups {
+        if group["groupName"] == "gpu-group" {
+            group["template"]["spec"]["nodeSelector"] = gpu_node_selector();
+        }
+    }
+    Ok(sample)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_examples_reach_ready_with_kuberay_pods() -> anyhow::Result<()> {
+    let fx = Fixture::new("rc-seed", OperatorOptions::default()).await?;
+    fx.create(gpu_sample()?).await?;
+    fx.create_sample("ray-cluster.helm-default.yaml").await?;
+    // GPU sample: head + 2 cpu-group + 1 gpu-group (+ 0 custom-resource-group).
+    fx.wait_ready("raycluster-gpu", 4).await?;
+    fx.wait_ready("raycluster-kuberay", 2).await?;
+
+    // The head is found by KubeRay's label, as users do.
+    let output = wasmray_e2e::cluster()
+        .await?
+        .kubectl()
+        .args([
+            "get",
+            "pods",
+            "-n",
+            &fx.ns.name,
+            "-l",
+            "ray.io/node-type=head",
+            "-o",
+            "name",
+        ])
+        .output()?;
+    ensure!(output.status.success(), "kubectl failed: {:?}", output);
+    let heads = String::from_utf8(output.stdout)?;
+    ensure!(heads.lines().count() == 2, "kubectl found heads: {heads:?}");
+    ensure!(heads.contains("pod/raycluster-gpu-head-"), "{heads}");
+
+    let pods = fx.pods("raycluster-gpu").await?;
+    let head = pods
+        .iter()
+        .find(|p| p.labels().get("ray.io/node-type").map(String::as_str) == Some("head"))
+        .context("head pod")?;
+    let labels = head.labels();
+    for (key, value) in [
+        ("ray.io/cluster", "raycluster-gpu"),
+        ("ray.io/group", "headgroup"),
+        ("ray.io/identifier", "raycluster-gpu-head"),
+        ("ray.io/is-ray-node", "yes"),
+        ("app.kubernetes.io/created-by", "kuberay-operator"),
+        ("app.kubernetes.io/name", "kuberay"),
+    ] {
+        ensure!(
+            labels.get(key).map(String::as_str) == Some(value),
+            "head label {key}: {labels:?}"
+        );
+    }
+    ensure!(
+        head.annotations()
+            .get("ray.io/ft-enabled")
+            .map(String::as_str)
+            == Some("false")
+    );
+    let owner = &head.owner_references()[0];
+    ensure!(owner.kind == "RayCluster" && owner.controller == Some(true));
+    let spec = head.spec.as_ref().context("head spec")?;
+    let ray = &spec.containers[0];
+    ensure!(
+        ray.command.as_deref()
+            == Some(&["/bin/bash".to_owned(), "-c".to_owned(), "--".to_owned()][..]),
+        "command {:?}",
+        ray.command
+    );
+    let args = ray.args.clone().unwrap_or_default().join(" ");
+    ensure!(
+        args.starts_with("ulimit -n 65536; ray start --head "),
+        "{args}"
+    );
+    for flag in [
+        "--block",
+        "--dashboard-host=0.0.0.0",
+        "--metrics-export-port=8080",
+        "--num-gpus=0",
+        "--num-cpus=2",
+        "--memory=8589934592",
+        "--dashboard-agent-listen-port=52365",
+    ] {
+        ensure!(args.contains(flag), "head args lack {flag}: {args}");
+    }
+    let env = container_env(head, 0);
+    for name in [
+        "RAY_CLUSTER_NAME",
+        "RAY_CLOUD_INSTANCE_ID",
+        "RAY_NODE_TYPE_NAME",
+        "KUBERAY_GEN_RAY_START_CMD",
+        "RAY_PORT",
+        "RAY_ADDRESS",
+        "RAY_USAGE_STATS_KUBERAY_IN_USE",
+        "RAY_USAGE_STATS_EXTRA_TAGS",
+        "RAY_DASHBOARD_ENABLE_K8S_DISK_USAGE",
+    ] {
+        ensure!(env.contains_key(name), "head env lacks {name}: {env:?}");
+    }
+    ensure!(env["RAY_ADDRESS"].as_deref() == Some("127.0.0.1:6379"));
+    let readiness = ray
+        .readiness_probe
+        .as_ref()
+        .context("head readiness probe")?;
+    let probe = readiness
+        .exec
+        .as_ref()
+        .and_then(|e| e.command.clone())
+        .unwrap_or_default()
+        .join(" ");
+    ensure!(
+        probe.contains("52365/api/local_raylet_healthz") && probe.contains("8265/api/gcs_healthz"),
+        "{probe}"
+    );
+    ensure!(
+        ray.liveness_probe
+            .as_ref()
+            .and_then(|p| p.failure_threshold)
+            == Some(120)
+    );
+    ensure!(readiness.failure_threshold == Some(10) && readiness.timeout_seconds == Some(5));
+    let shm = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "shared-mem")
+        .context("shared-mem volume")?;
+    let empty_dir = shm
+        .empty_dir
+        .as_ref()
+        .context("shared-mem is an emptyDir")?;
+    ensure!(empty_dir.medium.as_deref() == Some("Memory"));
+    ensure!(
+        ray.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == "/dev/shm" && m.name == "shared-mem")
+    );
+    ensure!(
+        ray.ports
+            .iter()
+            .flatten()
+            .any(|p| p.name.as_deref() == Some("metrics") && p.container_port == 8080)
+    );
+
+    let gpu_workers = fx.workers("raycluster-gpu", "gpu-group").await?;
+    let worker = gpu_workers.first().context("a gpu worker")?;
+    ensure!(
+        worker
+            .name_any()
+            .starts_with("raycluster-gpu-gpu-group-worker-"),
+        "{}",
+        worker.name_any()
+    );
+    let spec = worker.spec.as_ref().context("worker spec")?;
+    let args = spec.containers[0]
+        .args
+        .clone()
+        .unwrap_or_default()
+        .join(" ");
+    ensure!(
+        args.contains("ray start ") && args.contains("--address=raycluster-gpu-head-svc."),
+        "{args}"
+    );
+    ensure!(
+        args.contains("--num-gpus=1") && args.contains("--labels=ray.io/accelerator-type=A100"),
+        "{args}"
+    );
+    let init = spec
+        .init_containers
+        .as_ref()
+        .and_then(|c| c.first())
+        .context("wait-gcs-ready")?;
+    ensure!(init.name == "wait-gcs-ready");
+    let env = container_env(worker, 0);
+    ensure!(
+        env.get("FQ_RAY_IP")
+            .cloned()
+            .flatten()
+            .is_some_and(|ip| ip.starts_with("raycluster-gpu-head-svc.")),
+        "{env:?}"
+    );
+    let probe = spec.containers[0]
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.exec.as_ref())
+        .and_then(|e| e.command.clone())
+        .unwrap_or_default()
+        .join(" ");
+    ensure!(
+        probe.contains("local_raylet_healthz") && !probe.contains("gcs_healthz"),
+        "{probe}"
+    );
+
+    // The head Service, headless as KubeRay makes it by default.
+    let service = fx.services_api().get("raycluster-gpu-head-svc").await?;
+    let service_spec = service.spec.as_ref().context("service spec")?;
+    ensure!(service_spec.cluster_ip.as_deref() == Some("None"));
+    let status = fx.status("raycluster-gpu").await?;
+    ensure!(
+        status["desiredWorkerReplicas"] == 3 && status["readyWorkerReplicas"] == 3,
+        "{status}"
+    );
+    ensure!(status["endpoints"]["dashboard"] == "8265", "{status}");
+    ensure!(
+        status["head"]["serviceName"] == "raycluster-gpu-head-svc",
+        "{status}"
+    );
+    ensure!(status["desiredGPU"] == "1", "{status}");
+    ensure!(
+        condition_status(&status, "RayClusterProvisioned").as_deref() == Some("True"),
+        "{status}"
+    );
+    ensure!(
+        condition_status(&status, "HeadPodReady").as_deref() == Some("True"),
+        "{status}"
+    );
+    let reasons: Vec<String> = fx
+        .events("raycluster-gpu")
+        .await?
+        .iter()
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    for reason in ["CreatedService", "CreatedHeadPod", "CreatedWorkerPod"] {
+        ensure!(
+            reasons.iter().any(|r| r == reason),
+            "events {reasons:?} lack {reason}"
+        );
+    }
+    fx.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_up_down_workers_to_delete_and_clamping() -> anyhow::Result<()> {
+    let fx = Fixture::new("rc-scale", OperatorOptions::default()).await?;
+    let cluster = "raycluster-kuberay";
+    fx.create_sample("ray-cluster.helm-default.yaml").await?;
+    fx.wait_ready(cluster, 2).await?;
+
+    // Up (max 3).
+    fx.patch_spec(
+        cluster,
+        json!({"workerGroupSpecs": [group_patch(json!({"replicas": 3}))]}),
+    )
+    .await?;
+    fx.wait_group(cluster, "workergroup", 3).await?;
+    // Down without workersToDelete.
+    fx.patch_spec(
+        cluster,
+        json!({"workerGroupSpecs": [group_patch(json!({"replicas": 2}))]}),
+    )
+    .await?;
+    let workers = fx.wait_group(cluster, "workergroup", 2).await?;
+    // Down naming the pod to delete.
+    let victim = workers[1].name_any();
+    let keeper = workers[0].name_any();
+    fx.patch_spec(
+        cluster,
+        json!({"workerGroupSpecs": [group_patch(json!({"replicas": 1, "scaleStrategy": {"workersToDelete": [victim]}}))]}),
+    )
+    .await?;
+    let workers = fx.wait_group(cluster, "workergroup", 1).await?;
+    ensure!(
+        workers[0].name_any() == keeper,
+        "kept {} instead of {keeper}",
+        workers[0].name_any()
+    );
+    // Clamping: above max -> max; below min -> min.
+    fx.patch_spec(cluster, json!({"workerGroupSpecs": [group_patch(json!({"replicas": 7, "scaleStrategy": {"workersToDelete": []}}))]})).await?;
+    fx.wait_group(cluster, "workergroup", 3).await?;
+    let status = fx.status(cluster).await?;
+    ensure!(
+        status["desiredWorkerReplicas"] == 3 && status["maxWorkerReplicas"] == 3,
+        "{status}"
+    );
+    fx.patch_spec(
+        cluster,
+        json!({"workerGroupSpecs": [group_patch(json!({"replicas": 0, "minReplicas": 2}))]}),
+    )
+    .await?;
+    fx.wait_group(cluster, "workergroup", 2).await?;
+    eventually("desired replicas 2", || async {
+        let status = fx.status(cluster).await?;
+        ensure!(
+            status["desiredWorkerReplicas"] == 2 && status["minWorkerReplicas"] == 2,
+            "{status}"
+        );
+        Ok(())
+    })
+    .await?;
+    fx.finish().await
+}
+
+/// A merge patch of the Helm sample's only worker group (lists are replaced whole, so
+/// the group is restated).
+fn group_patch(changes: Value) -> Value {
+    let sample =
+        load_sample(&samples_dir().join("ray-cluster.helm-default.yaml")).unwrap_or(Value::Null);
+    let mut group = sample["spec"]["workerGroupSpecs"][0].clone();
+    if let (Some(group), Some(changes)) = (group.as_object_mut(), changes.as_object()) {
+        for (key, value) in changes {
+            group.insert(key.clone(), value.clone());
+        }
+    }
+    group
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_worker_and_head_are_recreated() -> anyhow::Result<()> {
+    let fx = Fixture::new("rc-recreate", OperatorOptions::default()).await?;
+    let cluster = "raycluster-kuberay";
+    fx.create_sample("ray-cluster.helm-default.yaml").await?;
+    fx.wait_ready(cluster, 2).await?;
+    for node_type in ["worker", "head"] {
+        let old = fx
+            .pods(cluster)
+            .await?
+            .into_iter()
+            .find(|p| p.labels().get("ray.io/node-type").map(String::as_str) == Some(node_type))
+            .context("pod to delete")?;
+        fx.pods_api()
+            .delete(&old.name_any(), &DeleteParams::default())
+            .await?;
+        eventually(&format!("a new {node_type} pod"), || async {
+            let pods = fx.pods(cluster).await?;
+            let fresh: Vec<_> = pods
+                .iter()
+                .filter(|p| {
+                    p.labels().get("ray.io/node-type").map(String::as_str) == Some(node_type)
+                })
+                .collect();
+            ensure!(fresh.len() == 1, "{} {node_type} pods", fresh.len());
+            ensure!(fresh[0].uid() != old.uid(), "still the old pod");
+            ensure!(pod_ready(fresh[0]), "not ready yet");
+            Ok(())
+        })
+        .await?;
+    }
+    fx.wait_ready(cluster, 2).await?;
+    fx.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_and_resume_cluster_and_group() -> anyhow::Result<()> {
+    let options = OperatorOptions {
+        // KubeRay allows suspending one worker group only with this gate.
+        feature_gates: BTreeMap::from([("RayJobDeletionPolicy".to_owned(), true)]),
+        ..OperatorOptions::default()
+    };
+    let fx = Fixture::new("rc-suspend", options).await?;
+    let cluster = "raycluster-kuberay";
+    fx.create_sample("ray-cluster.helm-default.yaml").await?;
+    fx.wait_ready(cluster, 2).await?;
+
+    // Watch the conditions as they change, to check their order.
+    let clusters = fx.clusters();
+    let observer = tokio::spawn(async move {
+        let mut seen: Vec<(String, String)> = Vec::new();
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(cluster) = clusters.get("raycluster-kuberay").await {
+                let status = serde_json::to_value(&cluster)
+                    .map(|v| v["status"].clone())
+                    .unwrap_or_default();
+                let state = (
+                    condition_status(&status, "RayClusterSuspending").unwrap_or_default(),
+                    condition_status(&status, "RayClusterSuspended").unwrap_or_default(),
+                );
+                if seen.last() != Some(&state) {
+                    seen.push(state.clone());
+                }
+                if state.1 == "True" {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        seen
+    });
+    fx.patch_spec(cluster, json!({"suspend": true})).await?;
+    eventually("suspended with no pods", || async {
+        let status = fx.status(cluster).await?;
+        ensure!(status["state"] == "suspended", "state {}", status["state"]);
+        ensure!(fx.pods(cluster).await?.is_empty(), "pods remain");
+        ensure!(condition_status(&status, "RayClusterSuspended").as_deref() == Some("True"));
+        ensure!(condition_status(&status, "RayClusterSuspending").as_deref() == Some("False"));
+        ensure!(condition_status(&status, "RayClusterProvisioned").as_deref() == Some("False"));
+        Ok(())
+    })
+    .await?;
+    let seen = observer.await?;
+    let suspending_at = seen.iter().position(|(ing, _)| ing == "True");
+    let suspended_at = seen.iter().position(|(_, ed)| ed == "True");
+    ensure!(
+        matches!((suspending_at, suspended_at), (Some(a), Some(b)) if a < b),
+        "Suspending must be True before Suspended: {seen:?}"
+    );
+    ensure!(
+        !seen.iter().any(|(ing, ed)| ing == "True" && ed == "True"),
+        "{seen:?}"
+    );
+    // Services stay while suspended.
+    fx.services_api().get("raycluster-kuberay-head-svc").await?;
+
+    fx.patch_spec(cluster, json!({"suspend": false})).await?;
+    eventually("resumed", || async {
+        let status = fx.status(cluster).await?;
+        ensure!(
+            condition_status(&status, "RayClusterSuspended").as_deref() == Some("False"),
+            "{status}"
+        );
+        ensure!(fx.pods(cluster).await?.len() == 2);
+        Ok(())
+    })
+    .await?;
+    fx.wait_group(cluster, "workergroup", 1).await?;
+
+    // One group.
+    fx.patch_spec(
+        cluster,
+        json!({"workerGroupSpecs": [group_patch(json!({"suspend": true}))]}),
+    )
+    .await?;
+    fx.wait_group(cluster, "workergroup", 0).await?;
+    ensure!(fx.pods(cluster).await?.len() == 1, "the head must stay");
+    fx.patch_spec(
+        cluster,
+        json!({"workerGroupSpecs": [group_patch(json!({"suspend": false}))]}),
+    )
+    .await?;
+    fx.wait_group(cluster, "workergroup", 1).await?;
+    fx.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_cluster_removes_what_it_owns() -> anyhow::Result<()> {
+    let fx = Fixture::new("rc-delete", OperatorOptions::default()).await?;
+    let cluster = "raycluster-kuberay";
+    fx.create_sample("ray-cluster.helm-default.yaml").await?;
+    fx.wait_ready(cluster, 2).await?;
+    fx.clusters()
+        .delete(cluster, &DeleteParams::foreground())
+        .await?;
+    eventually("children garbage-collected", || async {
+        let pods = fx
+            .pods_api()
+            .list(&ListParams::default().labels(&format!("ray.io/cluster={cluster}")))
+            .await?;
+        ensure!(pods.items.is_empty(), "{} pods left", pods.items.len());
+        let services = fx
+            .services_api()
+            .list(&ListParams::default().labels(&format!("ray.io/cluster={cluster}")))
+            .await?;
+        ensure!(
+            services.items.is_empty(),
+            "{} services left",
+            services.items.len()
+        );
+        ensure!(
+            fx.clusters().get_opt(cluster).await?.is_none(),
+            "cluster still there"
+        );
+        Ok(())
+    })
+    .await?;
+    fx.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_get_a_message_and_nothing_is_created() -> anyhow::Result<()> {
+    let fx = Fixture::new("rc-invalid", OperatorOptions::default()).await?;
+    // The cases the API server accepts (no CEL rule, no gate): only the controller can
+    // refuse them.
+    let cases: Vec<_> = invalid_cases()?
+        .into_iter()
+        .filter(|case| !case.cel && case.server_message.is_none() && case.gates.is_empty())
+        .filter(|case| case.sample.starts_with("ray-cluster."))
+        .collect();
+    ensure!(
+        cases.len() >= 3,
+        "expected several RayCluster cases, found {}",
+        cases.len()
+    );
+    let mut created = Vec::new();
+    for (index, case) in cases.iter().enumerate() {
+        let mut object = case.object()?;
+        // Unique names, unless the case is about the name.
+        if case.field != "metadata.name" {
+            object["metadata"]["name"] = json!(format!("invalid-{index}"));
+        }
+        match fx.create(object).await {
+            Ok(cluster) => created.push((cluster.name_any(), case)),
+            // The API server's own format checks may refuse a bad name first.
+            Err(error) => ensure!(case.field == "metadata.name", "{}: {error:#}", case.name),
+        }
+    }
+    ensure!(!created.is_empty());
+    for (name, case) in &created {
+        eventually(
+            &format!("case {}: invalid condition", case.name),
+            || async {
+                let status = fx.status(name).await?;
+                let invalid = condition(&status, "RayClusterInvalid")
+                    .context("no RayClusterInvalid condition")?;
+                ensure!(invalid["status"] == "True");
+                let message = invalid["message"].as_str().unwrap_or_default();
+                ensure!(
+                    message.contains(&case.message),
+                    "message {message:?} lacks {:?}",
+                    case.message
+                );
+                let events = fx.events(name).await?;
+                ensure!(
+                    events.iter().any(|e| e.type_.as_deref() == Some("Warning")
+                        && e.reason
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with("InvalidRayCluster"))
+                        && e.note.as_deref().is_some_and(|n| n.contains(&case.message))),
+                    "no Warning event with the message"
+                );
+                Ok(())
+            },
+        )
+        .await?;
+    }
+    // Nothing was created for any of them: no pods, no services in the namespace.
+    ensure!(
+        fx.pods_api()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty(),
+        "pods created"
+    );
+    ensure!(
+        fx.services_api()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty(),
+        "services created"
+    );
+    fx.finish().await
+}
+
+/// Writes (create, update, patch, delete) the audit log holds from `agent`.
+fn audited_writes(path: &std::path::Path, agent: &str) -> anyhow::Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["userAgent"] == agent && event["stage"] == "ResponseComplete")
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_op_reconcile_writes_nothing() -> anyhow::Result<()> {
+    let fx = Fixture::new("rc-noop", OperatorOptions::default()).await?;
+    let cluster = "raycluster-kuberay";
+    fx.create_sample("ray-cluster.helm-default.yaml").await?;
+    fx.wait_ready(cluster, 2).await?;
+    let audit_log = wasmray_e2e::cluster().await?.info().audit_log.clone();
+    // Settle: until the operator's writes stop growing for a while.
+    let mut before = audited_writes(&audit_log, &fx.operator.agent)?.len();
+    let mut stable_since = Instant::now();
+    eventually("the operator's writes settle", || {
+        let now = audited_writes(&audit_log, &fx.operator.agent).map(|w| w.len());
+        let result = match now {
+            Ok(count) if count != before => {
+                before = count;
+                stable_since = Instant::now();
+                Err(anyhow::anyhow!("still writing"))
+            }
+            Ok(_) if stable_since.elapsed() < Duration::from_secs(5) => {
+                Err(anyhow::anyhow!("not settled yet"))
+            }
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        };
+        async move { result }
+    })
+    .await?;
+    ensure!(
+        before > 0,
+        "the operator's writes are not in the audit log under {:?}",
+        fx.operator.agent
+    );
+
+    // Trigger reconciles that must change nothing: touch a label the plugin ignores.
+    let calls_before = fx.operator.stats.plugin_calls();
+    for round in 0..3 {
+        fx.clusters()
+            .patch(
+                cluster,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"labels": {"e2e-touch": round.to_string()}}})),
+            )
+            .await?;
+        let wanted = calls_before + round + 1;
+        eventually("a reconcile of the touched cluster", || async {
+            let calls = fx.operator.stats.plugin_calls();
+            ensure!(calls >= wanted, "{calls} plugin calls");
+            Ok(())
+        })
+        .await?;
+    }
+    // Give any write the reconciles might have made time to reach the audit log.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = audited_writes(&audit_log, &fx.operator.agent)?;
+    ensure!(
+        after.len() == before,
+        "no-op reconciles wrote: {:#?}",
+        &after[before.min(after.len())..]
+    );
+    fx.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_plugin_sets_condition_and_event_and_others_still_reconcile() -> anyhow::Result<()>
+{
+    let hostile = wasmray::builtin::test_plugins::HOSTILE;
+    let options = OperatorOptions {
+        extra_plugins: vec![(
+            "hostile".to_owned(),
+            PathBuf::from(hostile),
+            "panic deliberate failure for the e2e test".to_owned(),
+        )],
+        ..OperatorOptions::default()
+    };
+    let fx = Fixture::new("rc-failing", options).await?;
+    let mut bad = load_sample(&samples_dir().join("ray-cluster.helm-default.yaml"))?;
+    bad["metadata"]["name"] = json!("bad");
+    bad["metadata"]["annotations"] = json!({"wasmray.io/plugin": "hostile"});
+    fx.create(bad).await?;
+    fx.create_sample("ray-cluster.helm-default.yaml").await?;
+
+    eventually("the PluginFailure condition and event", || async {
+        let status = fx.status("bad").await?;
+        let failure = condition(&status, "PluginFailure").context("no PluginFailure condition")?;
+        ensure!(
+            failure["status"] == "True" && failure["reason"] == "PluginTrapped",
+            "{failure}"
+        );
+        let message = failure["message"].as_str().unwrap_or_default();
+        ensure!(
+            message.contains("\"hostile\"") && message.contains("sha256:"),
+            "{message}"
+        );
+        ensure!(message.contains("deliberate failure"), "{message}");
+        let events = fx.events("bad").await?;
+        ensure!(
+            events.iter().any(|e| e.type_.as_deref() == Some("Warning")
+                && e.reason.as_deref() == Some("PluginFailure")
+                && e.note.as_deref().is_some_and(|n| n.contains("hostile"))),
+            "no PluginFailure event"
+        );
+        Ok(())
+    })
+    .await?;
+    fx.wait_ready("raycluster-kuberay", 2).await?;
+    ensure!(
+        fx.pods("bad").await?.is_empty(),
+        "the failing plugin's cluster got pods"
+    );
+
+    // Back to the built-in plugin: the cluster comes up and the condition goes.
+    fx.clusters()
+        .patch(
+            "bad",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"wasmray.io/plugin": null}}})),
+        )
+        .await?;
+    fx.wait_ready("bad", 2).await?;
+    eventually("PluginFailure withdrawn", || async {
+        let status = fx.status("bad").await?;
+        ensure!(condition(&status, "PluginFailure").is_none(), "{status}");
+        Ok(())
+    })
+    .await?;
+    fx.finish().await
+}
