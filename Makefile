@@ -1,7 +1,11 @@
 # Entry points for people and CI. Each target is a thin wrapper around a script, so the scripts
 # stay the single source of truth.
 
-.PHONY: test crds controlplane bench
+.PHONY: demo test crds controlplane
+
+## demo: a local control plane, the CRDs, the host and a sample RayCluster (Ctrl-C cleans up)
+demo:
+	deploy/local/demo.sh
 
 ## test: the whole test suite (what CI runs)
 test:
