@@ -36,9 +36,9 @@ pub use bindings::types::{
 pub use json::{from_json, to_json};
 pub use k8s_openapi;
 pub use serde_json;
+pub use time::{Duration, timestamp_from_rfc3339};
 /// The `ray.io/v1` types (`crds::RayCluster`, `crds::RayJob`, ...), constants and validation.
 pub use wasmray_crds as crds;
-pub use time::{Duration, timestamp_from_rfc3339};
 
 /// Support for the export macros; not part of the API.
 #[doc(hidden)]

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use kube::runtime::watcher;
-use kube::Client;
 use serde_json::{Value, json};
 
 /// Creates in flight at once, for both the operator's RayClusters and the bare client.
