@@ -1,7 +1,7 @@
 //! The generic parent driver: one kube-rs controller per parent kind and namespace scope.
 //! Gather input, call the plugin bound to the kind, carry out the answer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -87,7 +87,7 @@ pub trait ParentKind:
     /// A finalizer the host keeps on this parent so that cleanup the plugin does at
     /// deletion (e.g. a Job) runs before the object goes. None: no finalizer.
     /// The contract has no way yet for a plugin to manage its parent's finalizers.
-    fn finalizer(&self, _settings: &BTreeMap<String, String>) -> Option<&'static str> {
+    fn finalizer(&self, _config: &ControllerConfig) -> Option<&'static str> {
         None
     }
 
@@ -695,7 +695,7 @@ async fn reconcile<P: ParentKind>(
     let Ok(_permit) = scope.shared.permits.acquire().await else {
         return Ok(Action::await_change());
     };
-    let finalizer = parent.finalizer(&scope.shared.config.settings);
+    let finalizer = parent.finalizer(&scope.shared.config);
     let deleting = parent.meta().deletion_timestamp.is_some();
     if let Some(finalizer) = finalizer
         && !deleting

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use wasmray_crds::RayCluster;
 use wasmray_crds::constants::{
     GCS_FT_REDIS_CLEANUP_FINALIZER, RAY_CLUSTER_HEADLESS_SERVICE_LABEL_KEY, RAY_CLUSTER_LABEL_KEY,
     RAY_CLUSTER_SERVING_SERVICE_LABEL_KEY, RAY_FT_ENABLED_ANNOTATION_KEY,
 };
+use wasmray_crds::{FeatureGates, RayCluster, validate_ray_cluster};
 
+use super::ControllerConfig;
 use super::parent::{ChildWatches, OtherChildWatch, ParentKind};
 use super::wit::ObservedObject;
 
@@ -43,8 +44,10 @@ impl ParentKind for RayCluster {
     }
 
     /// GCS fault tolerance keeps state in Redis; KubeRay's finalizer holds the RayCluster
-    /// until the plugin's cleanup Job has run.
-    fn finalizer(&self, settings: &BTreeMap<String, String>) -> Option<&'static str> {
+    /// until the plugin's cleanup Job has run. As KubeRay, only valid objects get it: an
+    /// invalid one is never reconciled, so nothing would ever release it.
+    fn finalizer(&self, config: &ControllerConfig) -> Option<&'static str> {
+        let settings = &config.settings;
         let gcs_ft = self.spec.gcs_fault_tolerance_options.is_some()
             || self
                 .metadata
@@ -56,7 +59,27 @@ impl ParentKind for RayCluster {
             .get(GCS_FT_REDIS_CLEANUP_SETTING)
             .and_then(|value| value.trim().to_ascii_lowercase().parse::<bool>().ok())
             .unwrap_or(true);
-        (gcs_ft && cleanup_on).then_some(GCS_FT_REDIS_CLEANUP_FINALIZER)
+        if !(gcs_ft && cleanup_on) {
+            return None;
+        }
+        let gate =
+            |name: &str, default: bool| config.feature_gates.get(name).copied().unwrap_or(default);
+        let defaults = FeatureGates::default();
+        let gates = FeatureGates {
+            ray_cluster_status_conditions: gate(
+                "RayClusterStatusConditions",
+                defaults.ray_cluster_status_conditions,
+            ),
+            ray_job_deletion_policy: gate("RayJobDeletionPolicy", defaults.ray_job_deletion_policy),
+            ray_multi_host_indexing: gate("RayMultiHostIndexing", defaults.ray_multi_host_indexing),
+            ray_service_incremental_upgrade: gate(
+                "RayServiceIncrementalUpgrade",
+                defaults.ray_service_incremental_upgrade,
+            ),
+        };
+        validate_ray_cluster(self, &gates)
+            .is_ok()
+            .then_some(GCS_FT_REDIS_CLEANUP_FINALIZER)
     }
 
     /// The cleanup Job (the only Job child: the watch selects `node-type=redis-cleanup`)
@@ -133,13 +156,28 @@ mod tests {
     fn gcs_ft_clusters_carry_the_cleanup_finalizer_until_the_job_ends() {
         let mut cluster: RayCluster = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "rc", "annotations": {"ray.io/ft-enabled": "TRUE"}},
-            "spec": {"headGroupSpec": {"template": {"spec": {"containers": []}}}}
+            "spec": {"headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [
+                {"name": "ray-head", "image": "rayproject/ray:2.46.0"}]}}}}
         }))
         .unwrap();
-        let on = BTreeMap::new();
+        let on = ControllerConfig::default();
         assert_eq!(cluster.finalizer(&on), Some(GCS_FT_REDIS_CLEANUP_FINALIZER));
-        let off = BTreeMap::from([(GCS_FT_REDIS_CLEANUP_SETTING.to_owned(), "false".to_owned())]);
+        let mut off = ControllerConfig::default();
+        off.settings
+            .insert(GCS_FT_REDIS_CLEANUP_SETTING.to_owned(), "false".to_owned());
         assert_eq!(cluster.finalizer(&off), None);
+        // Invalid objects never get it.
+        let mut invalid = cluster.clone();
+        invalid
+            .spec
+            .head_group_spec
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers
+            .clear();
+        assert_eq!(invalid.finalizer(&on), None);
         cluster.metadata.annotations = None;
         assert_eq!(cluster.finalizer(&on), None);
 

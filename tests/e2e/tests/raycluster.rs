@@ -48,19 +48,11 @@ impl Operator {
     }
 }
 
+#[derive(Default)]
 struct OperatorOptions {
     feature_gates: BTreeMap<String, bool>,
     /// (name, component path, plugin configuration) of extra plugins.
     extra_plugins: Vec<(String, PathBuf, String)>,
-}
-
-impl Default for OperatorOptions {
-    fn default() -> Self {
-        OperatorOptions {
-            feature_gates: BTreeMap::new(),
-            extra_plugins: Vec::new(),
-        }
-    }
 }
 
 /// Compiled plugin code shared by the tests of this process.
@@ -674,28 +666,31 @@ async fn suspend_and_resume_cluster_and_group() -> anyhow::Result<()> {
     fx.create_sample("ray-cluster.helm-default.yaml").await?;
     fx.wait_ready(cluster, 2).await?;
 
-    // Watch the conditions as they change, to check their order.
+    // Watch the conditions as they change (every update, not samples), to check their
+    // order.
     let clusters = fx.clusters();
     let observer = tokio::spawn(async move {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let mut updates =
+            kube::runtime::watcher::watch_object(clusters, "raycluster-kuberay").boxed();
         let mut seen: Vec<(String, String)> = Vec::new();
-        let deadline = Instant::now() + TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(cluster) = clusters.get("raycluster-kuberay").await {
-                let status = serde_json::to_value(&cluster)
-                    .map(|v| v["status"].clone())
-                    .unwrap_or_default();
-                let state = (
-                    condition_status(&status, "RayClusterSuspending").unwrap_or_default(),
-                    condition_status(&status, "RayClusterSuspended").unwrap_or_default(),
-                );
-                if seen.last() != Some(&state) {
-                    seen.push(state.clone());
-                }
-                if state.1 == "True" {
-                    break;
-                }
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while let Ok(Ok(Some(Some(cluster)))) =
+            tokio::time::timeout_at(deadline, updates.try_next()).await
+        {
+            let status = serde_json::to_value(&cluster)
+                .map(|v| v["status"].clone())
+                .unwrap_or_default();
+            let state = (
+                condition_status(&status, "RayClusterSuspending").unwrap_or_default(),
+                condition_status(&status, "RayClusterSuspended").unwrap_or_default(),
+            );
+            if seen.last() != Some(&state) {
+                seen.push(state.clone());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if state.1 == "True" {
+                break;
+            }
         }
         seen
     });
@@ -868,7 +863,7 @@ async fn invalid_specs_get_a_message_and_nothing_is_created() -> anyhow::Result<
 /// Writes (create, update, patch, delete) the audit log holds from `agent`.
 fn audited_writes(path: &std::path::Path, agent: &str) -> anyhow::Result<Vec<Value>> {
     let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
