@@ -74,7 +74,7 @@ WasmRay is running. In another terminal:
   kubectl get pods -l ray.io/node-type=head
   kubectl describe raycluster $name
   kubectl patch raycluster $name --type json -p '[{"op":"replace","path":"/spec/workerGroupSpecs/0/replicas","value":3}]'
-  kubectl apply -f crds/samples/    # more samples: GPU groups, suspend, GCS fault tolerance
+  kubectl apply -f crds/samples/ray-cluster.gpu-heterogeneous.yaml   # more RayCluster samples in crds/samples/
 Host log: $run_dir/wasmray.log    Control plane logs: $run_dir/logs/
 MSG
 if $once; then exit 0; fi
