@@ -45,15 +45,7 @@ fn container(resources: serde_json::Value) -> serde_json::Value {
 }
 
 fn pod_ready(pod: Option<&Pod>) -> bool {
-    let Some(status) = pod.and_then(|p| p.status.as_ref()) else {
-        return false;
-    };
-    status.phase.as_deref() == Some("Running")
-        && status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+    pod.is_some_and(wasmray_e2e::pod_running_and_ready)
 }
 
 fn unschedulable(pod: Option<&Pod>) -> bool {

@@ -204,7 +204,7 @@ impl Fixture {
             ensure!(live.len() == pods, "{} pods", live.len());
             for pod in &live {
                 ensure!(
-                    pod_ready(pod),
+                    wasmray_e2e::pod_running_and_ready(pod),
                     "pod {} is not Running and Ready",
                     pod.name_any()
                 );
@@ -226,7 +226,10 @@ impl Fixture {
             || async {
                 let workers = self.workers(cluster, group).await?;
                 ensure!(workers.len() == count, "{} pods", workers.len());
-                ensure!(workers.iter().all(pod_ready), "not all ready");
+                ensure!(
+                    workers.iter().all(wasmray_e2e::pod_running_and_ready),
+                    "not all ready"
+                );
                 Ok(workers)
             },
         )
@@ -252,16 +255,6 @@ impl Fixture {
         self.operator.shutdown().await;
         self.ns.cleanup(&self.client).await
     }
-}
-
-fn pod_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
@@ -645,7 +638,10 @@ async fn deleted_worker_and_head_are_recreated() -> anyhow::Result<()> {
                 .collect();
             ensure!(fresh.len() == 1, "{} {node_type} pods", fresh.len());
             ensure!(fresh[0].uid() != old.uid(), "still the old pod");
-            ensure!(pod_ready(fresh[0]), "not ready yet");
+            ensure!(
+                wasmray_e2e::pod_running_and_ready(fresh[0]),
+                "not ready yet"
+            );
             Ok(())
         })
         .await?;

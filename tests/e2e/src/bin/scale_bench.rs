@@ -95,16 +95,6 @@ fn bench_cluster(name: &str) -> anyhow::Result<DynamicObject> {
     }))?)
 }
 
-fn pod_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 /// Waits until `done` holds for the watched objects; returns when it does.
 async fn watch_until<K, F>(api: Api<K>, mut done: F) -> anyhow::Result<()>
 where
@@ -359,7 +349,7 @@ async fn run_bare(
         tokio::spawn(async move {
             let mut ready = HashSet::new();
             watch_until(pods, |event| {
-                track(&mut ready, event, pod_ready);
+                track(&mut ready, event, wasmray_e2e::pod_running_and_ready);
                 ready.len() >= wanted
             })
             .await
