@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use wasmray::controller::{self, ControllerConfig, plugin::PluginHost, raycluster};
+use wasmray::controller::{self, ControllerConfig, plugin::PluginHost};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
@@ -47,6 +47,12 @@ struct Flags {
     /// Wait this long for related changes to settle before reconciling (milliseconds).
     #[arg(long, default_value_t = 0)]
     reconcile_debounce_ms: u64,
+
+    /// Honour the `wasmray.io/dashboard-address` RayCluster annotation instead of the head
+    /// Service's address. For tests and demos only: with it, anyone who may annotate a
+    /// RayCluster (or RayJob) picks the address the operator calls.
+    #[arg(long)]
+    allow_dashboard_address_override: bool,
 }
 
 fn parse_feature_gate(text: &str) -> Result<(String, bool), String> {
@@ -98,7 +104,8 @@ async fn main() -> anyhow::Result<()> {
         concurrency: flags.reconcile_concurrency,
         debounce: Duration::from_millis(flags.reconcile_debounce_ms),
         feature_gates: flags.feature_gates.into_iter().collect::<BTreeMap<_, _>>(),
-        settings: raycluster::settings_from_env(|name| std::env::var(name).ok()),
+        settings: controller::settings_from_env(|name| std::env::var(name).ok()),
+        allow_dashboard_address_override: flags.allow_dashboard_address_override,
         ..ControllerConfig::default()
     };
     tracing::info!(
@@ -171,6 +178,10 @@ mod tests {
                 ("RayClusterStatusConditions".to_owned(), false)
             ]
         );
+        assert!(!flags.allow_dashboard_address_override);
+        let overriding =
+            Flags::try_parse_from(["wasmray", "--allow-dashboard-address-override"]).unwrap();
+        assert!(overriding.allow_dashboard_address_override);
         assert!(Flags::try_parse_from(["wasmray", "--reconcile-concurrency", "0"]).is_err());
         assert!(Flags::try_parse_from(["wasmray", "--feature-gates", "X=maybe"]).is_err());
     }

@@ -8,7 +8,8 @@
 //! Modules: [`cache`] (child caches indexed by parent), [`observe`] (objects to contract
 //! records), [`expectations`] (a plugin sees its own writes), [`apply`] (writes),
 //! [`status`] (status diff and the `PluginFailure` condition), [`parent`] (the driver),
-//! [`raycluster`] (what is specific to RayCluster).
+//! [`ray_io`] (the Ray queries and actions plugins ask for), [`raycluster`] and [`rayjob`]
+//! (what is specific to each kind).
 
 pub mod apply;
 pub mod cache;
@@ -16,7 +17,9 @@ pub mod expectations;
 pub mod observe;
 pub mod parent;
 pub mod plugin;
+pub mod ray_io;
 pub mod raycluster;
+pub mod rayjob;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -27,7 +30,8 @@ use std::time::Duration;
 /// The contract's types as the host's bindings generate them.
 pub mod wit {
     pub use crate::runtime::bindings::reconciler::exports::wasmray::plugin::reconcile::{
-        DashboardReachability, Deletion, RayObservations, ReconcileInput, ReconcileOutput,
+        ActionResult, DashboardReachability, Deletion, JobObservation, RayAction, RayActionKind,
+        RayJobInfo, RayObservations, RayQuery, ReconcileInput, ReconcileOutput, SubmitJob,
     };
     pub use crate::runtime::bindings::types::{
         ContainerState, ContainerStatus, ContainerTerminated, ContainerWaiting, DesiredObject,
@@ -69,6 +73,11 @@ pub struct ControllerConfig {
     pub bindings: BTreeMap<String, String>,
     /// Configuration text given to each plugin, by plugin name.
     pub plugin_config: BTreeMap<String, String>,
+    /// Honour the `wasmray.io/dashboard-address` RayCluster annotation (tests and demos
+    /// only: with it, whoever may annotate a RayCluster picks the address the operator calls).
+    pub allow_dashboard_address_override: bool,
+    /// Deadline of each Ray dashboard request.
+    pub ray_timeout: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -83,13 +92,51 @@ impl Default for ControllerConfig {
             field_manager: DEFAULT_FIELD_MANAGER.to_owned(),
             feature_gates: BTreeMap::new(),
             settings: BTreeMap::new(),
-            bindings: BTreeMap::from([(
-                "RayCluster".to_owned(),
-                raycluster::BUILTIN_PLUGIN.to_owned(),
-            )]),
+            bindings: BTreeMap::from([
+                (
+                    "RayCluster".to_owned(),
+                    raycluster::BUILTIN_PLUGIN.to_owned(),
+                ),
+                ("RayJob".to_owned(), rayjob::BUILTIN_PLUGIN.to_owned()),
+            ]),
             plugin_config: BTreeMap::new(),
+            allow_dashboard_address_override: false,
+            ray_timeout: crate::ray::DashboardClient::DEFAULT_TIMEOUT,
         }
     }
+}
+
+impl ControllerConfig {
+    /// The feature gates as the CRD validation reads them (KubeRay's defaults for gates
+    /// not given).
+    pub fn crd_feature_gates(&self) -> wasmray_crds::FeatureGates {
+        let gate =
+            |name: &str, default: bool| self.feature_gates.get(name).copied().unwrap_or(default);
+        let defaults = wasmray_crds::FeatureGates::default();
+        wasmray_crds::FeatureGates {
+            ray_cluster_status_conditions: gate(
+                "RayClusterStatusConditions",
+                defaults.ray_cluster_status_conditions,
+            ),
+            ray_job_deletion_policy: gate("RayJobDeletionPolicy", defaults.ray_job_deletion_policy),
+            ray_multi_host_indexing: gate("RayMultiHostIndexing", defaults.ray_multi_host_indexing),
+            ray_service_incremental_upgrade: gate(
+                "RayServiceIncrementalUpgrade",
+                defaults.ray_service_incremental_upgrade,
+            ),
+        }
+    }
+}
+
+/// The plugin settings found in an environment (`lookup` is e.g. `std::env::var`): KubeRay's
+/// operator environment variables of every kind ([`raycluster::SETTINGS_FROM_ENV`],
+/// [`rayjob::SETTINGS_FROM_ENV`]), so a KubeRay deployment's env keeps its meaning.
+pub fn settings_from_env(lookup: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
+    raycluster::SETTINGS_FROM_ENV
+        .iter()
+        .chain(rayjob::SETTINGS_FROM_ENV)
+        .filter_map(|(env, key)| lookup(env).map(|value| ((*key).to_owned(), value)))
+        .collect()
 }
 
 /// Adds the host's user agent to a client configuration.
@@ -125,7 +172,7 @@ impl Stats {
     }
 }
 
-/// Runs the controllers of every parent kind (RayCluster for now) for the configured
+/// Runs the controllers of every parent kind (RayCluster, RayJob) for the configured
 /// namespaces until `shutdown` turns true.
 pub async fn run(
     client: kube::Client,
@@ -150,13 +197,44 @@ pub async fn run_with_stats(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let shared = parent::Shared::new(client, plugins, config, stats);
-    let controllers = namespaces.into_iter().map(|namespace| {
+    let stopped = || {
         let mut stop = shutdown.clone();
-        let stopped = async move {
+        async move {
             // A dropped sender also means stop.
             let _ = stop.wait_for(|stop| *stop).await;
-        };
-        run_controller::<wasmray_crds::RayCluster>(shared.clone(), namespace, stopped)
-    });
+        }
+    };
+    let mut controllers: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    for namespace in namespaces {
+        controllers.push(Box::pin(run_controller::<wasmray_crds::RayCluster>(
+            shared.clone(),
+            namespace.clone(),
+            stopped(),
+        )));
+        controllers.push(Box::pin(run_controller::<wasmray_crds::RayJob>(
+            shared.clone(),
+            namespace,
+            stopped(),
+        )));
+    }
     futures::future::join_all(controllers).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kuberay_env_becomes_settings() {
+        let settings = settings_from_env(|name| match name {
+            "ENABLE_DETERMINISTIC_HEAD_POD_NAME" => Some("true".into()),
+            "CLUSTER_DOMAIN" => Some("example.org".into()),
+            "DELETE_RAYJOB_CR_AFTER_JOB_FINISHES" => Some("true".into()),
+            _ => None,
+        });
+        assert_eq!(settings.len(), 3);
+        assert_eq!(settings["deterministic-head-pod-name"], "true");
+        assert_eq!(settings["cluster-domain"], "example.org");
+        assert_eq!(settings["delete-rayjob-cr-after-job-finishes"], "true");
+    }
 }

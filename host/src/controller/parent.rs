@@ -29,6 +29,7 @@ use super::cache::{OwnedIndex, ParentKindRef, api_resource, run_child_watch};
 use super::expectations::{Expectation, Expectations, Lookup, Readiness};
 use super::observe::{now, observe_object, observed_pod, observed_service};
 use super::plugin::{CallFailure, PluginHost};
+use super::ray_io::{Clusters, FOLLOW_UP, RayIo, asks_nothing_more};
 use super::status::{
     condition_reason, plugin_failure, plugin_failure_condition, status_differs,
     strip_host_conditions,
@@ -92,10 +93,32 @@ pub trait ParentKind:
     }
 
     /// Whether the cleanup guarded by [`ParentKind::finalizer`] is done, judged from the
-    /// owned children of other kinds.
-    fn cleanup_done(_children: &[ObservedObject]) -> bool {
-        true
+    /// owned children of other kinds and whether the plugin's answer for the deleting
+    /// parent asked for nothing more (no writes, Ray actions or queries). By default the
+    /// plugin decides: e.g. the RayJob plugin asks to stop the Ray job, then nothing.
+    fn cleanup_done(_children: &[ObservedObject], asks_nothing_more: bool) -> bool {
+        asks_nothing_more
     }
+
+    /// Objects the parent refers to but does not own, read before each call and passed
+    /// as `related` (those that do not exist are left out).
+    fn related(&self) -> Vec<RelatedObject> {
+        Vec::new()
+    }
+
+    /// Pods the parent does not own whose state its plugin reads (a label selector in the
+    /// parent's namespace), passed with its own pods.
+    fn unowned_pods_selector(&self) -> Option<String> {
+        None
+    }
+}
+
+/// An object in the parent's namespace that the parent refers to by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelatedObject {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub name: String,
 }
 
 /// What every scope and kind shares.
@@ -171,6 +194,12 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
+    #[error("reading {what}: {source}")]
+    Observe {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// One controller's state: a parent kind in one namespace scope.
@@ -186,6 +215,8 @@ pub struct Scope<P> {
     failures: Mutex<HashMap<String, u32>>,
     /// A failed pod write per parent uid, reported on the next call.
     pod_write_failures: Mutex<HashMap<String, Value>>,
+    /// Ray queries and action results between calls.
+    ray: RayIo,
     _kind: PhantomData<fn() -> P>,
 }
 
@@ -243,6 +274,7 @@ impl<P: ParentKind> Scope<P> {
             recorder,
             failures: Mutex::new(HashMap::new()),
             pod_write_failures: Mutex::new(HashMap::new()),
+            ray: RayIo::new(&shared.config),
             shared,
             namespace,
             _kind: PhantomData,
@@ -352,6 +384,68 @@ impl<P: ParentKind> Scope<P> {
                 .unwrap_or_default(),
             host: self.shared.host_facts(),
         }
+    }
+
+    /// Adds to `input` what is read outside the child caches right before the call: the
+    /// related objects, unowned pods and the answers to the plugin's Ray queries. Returns
+    /// how many Ray action results it passes (see [`RayIo::delivered`]).
+    async fn observe_outside(
+        &self,
+        parent: &P,
+        uid: &str,
+        input: &mut ReconcileInput,
+    ) -> Result<usize, ReconcileError> {
+        let namespace = parent.namespace().unwrap_or_default();
+        for related in parent.related() {
+            let what = || format!("{} {namespace}/{}", related.kind, related.name);
+            let resource = self
+                .shared
+                .resolver
+                .resolve(&self.shared.client, related.api_version, related.kind)
+                .await
+                .map_err(|source| ReconcileError::Observe {
+                    what: what(),
+                    source,
+                })?;
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.shared.client.clone(), &namespace, &resource);
+            let found =
+                api.get_opt(&related.name)
+                    .await
+                    .map_err(|source| ReconcileError::Observe {
+                        what: what(),
+                        source,
+                    })?;
+            if let Some(object) = found {
+                input
+                    .related
+                    .push(observe_object(&object, related.api_version, related.kind));
+            }
+        }
+        if let Some(selector) = parent.unowned_pods_selector() {
+            let api: Api<k8s_openapi::api::core::v1::Pod> =
+                Api::namespaced(self.shared.client.clone(), &namespace);
+            let pods = api
+                .list(&kube::api::ListParams::default().labels(&selector))
+                .await
+                .map_err(|source| ReconcileError::Observe {
+                    what: format!("pods ({selector}) in {namespace}"),
+                    source,
+                })?;
+            input.pods.extend(pods.items.iter().map(observed_pod));
+        }
+        let known: Vec<ObservedObject> = input
+            .children
+            .iter()
+            .chain(&input.related)
+            .cloned()
+            .collect();
+        let clusters = Clusters {
+            client: &self.shared.client,
+            namespace: &namespace,
+            known: &known,
+        };
+        Ok(self.ray.observe(uid, &clusters, &mut input.ray).await)
     }
 
     /// The plugin for this object: its annotation, else the kind's binding.
@@ -506,6 +600,7 @@ impl<P: ParentKind> Scope<P> {
         uid: &str,
         plugin: &str,
         output: ReconcileOutput,
+        known: &[ObservedObject],
     ) -> Result<Action, ReconcileError> {
         let namespace = parent.namespace().unwrap_or_default();
         let malformed = |error: MalformedAnswer| {
@@ -520,6 +615,22 @@ impl<P: ParentKind> Scope<P> {
             // every stored object one.
             return Ok(Action::await_change());
         };
+        // The only object of its own kind a plugin may delete is its parent (KubeRay's
+        // DeleteSelf); anything else of that kind belongs to someone else.
+        if let Some(foreign) = output.delete.iter().find(|deletion| {
+            deletion.api_version == P::api_version(&())
+                && deletion.kind == P::kind(&())
+                && (deletion.name != parent.name_any() || deletion.uid != uid)
+        }) {
+            return Err(malformed(MalformedAnswer {
+                what: format!("deletion of {} {}", foreign.kind, foreign.name),
+                message: format!(
+                    "a {} plugin may delete only the {} it was called for (name and uid)",
+                    P::kind(&()),
+                    P::kind(&())
+                ),
+            }));
+        }
         let pods = prepare_pods(&output.create_pods, &namespace, &owner).map_err(malformed)?;
         let objects = prepare_objects(&output.apply, &namespace, &owner).map_err(malformed)?;
         let new_status = output
@@ -609,25 +720,36 @@ impl<P: ParentKind> Scope<P> {
             (type_, event.reason, event.message)
         }));
         self.publish(parent, events).await;
-        if !output.ray_actions.is_empty() || !output.ray_queries.is_empty() {
-            tracing::warn!(
-                object = %parent.name_any(),
-                plugin,
-                "the plugin asked for Ray actions or queries, which this host does not carry out for {} yet",
-                P::kind(&())
-            );
-        }
 
+        let new_query = self.ray.remember(uid, output.ray_queries);
         if let Some(first) = report.errors.first() {
+            // Ray actions wait for a call whose writes all succeeded: the plugin decided
+            // them assuming its writes (e.g. the submission id in the status before the
+            // submit), and will ask again.
             return Err(ReconcileError::Writes {
                 count: report.errors.len(),
                 first: first.clone(),
             });
         }
-        Ok(match output.requeue_after_ms {
-            Some(millis) => Action::requeue(Duration::from_millis(millis.max(1))),
-            None => Action::await_change(),
-        })
+        let acted = !output.ray_actions.is_empty();
+        if acted {
+            let clusters = Clusters {
+                client: &self.shared.client,
+                namespace: &namespace,
+                known,
+            };
+            self.ray.act(uid, &clusters, output.ray_actions).await;
+        }
+        let requested = output
+            .requeue_after_ms
+            .map(|millis| Duration::from_millis(millis.max(1)));
+        // An action's result or a new query's answer is due promptly.
+        let requeue = if acted || new_query {
+            Some(requested.map_or(FOLLOW_UP, |after| after.min(FOLLOW_UP)))
+        } else {
+            requested
+        };
+        Ok(requeue.map_or_else(Action::await_change, Action::requeue))
     }
 
     fn clear_failures(&self, uid: &str) {
@@ -645,6 +767,7 @@ impl<P: ParentKind> Scope<P> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
+        self.ray.forget(uid);
     }
 }
 
@@ -708,8 +831,14 @@ async fn reconcile<P: ParentKind>(
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let plugin = scope.plugin_for(&parent);
-    let input = scope.gather(&parent, &uid);
-    let children = input.children.clone();
+    let mut input = scope.gather(&parent, &uid);
+    let results_passed = scope.observe_outside(&parent, &uid, &mut input).await?;
+    let known: Vec<ObservedObject> = input
+        .children
+        .iter()
+        .chain(&input.related)
+        .cloned()
+        .collect();
     scope
         .shared
         .stats
@@ -727,13 +856,18 @@ async fn reconcile<P: ParentKind>(
             return Err(ReconcileError::Plugin(failure));
         }
     };
-    match scope.carry_out(&parent, &uid, &plugin, output).await {
+    scope.ray.delivered(&uid, results_passed);
+    let nothing_more = asks_nothing_more(&output);
+    match scope
+        .carry_out(&parent, &uid, &plugin, output, &known)
+        .await
+    {
         Ok(action) => {
             scope.clear_failures(&uid);
             if deleting
                 && let Some(finalizer) = finalizer
                 && parent.finalizers().iter().any(|held| held == finalizer)
-                && P::cleanup_done(&children)
+                && P::cleanup_done(&known, nothing_more)
             {
                 let finalizers = parent
                     .finalizers()
@@ -826,8 +960,10 @@ pub async fn run_controller<P: ParentKind>(
     }
     drop(triggers);
     let mut caches: Vec<&str> = Vec::new();
-    scope.pods.wait_synced().await;
-    caches.push(&scope.pods.description);
+    if watches.pods.is_some() {
+        scope.pods.wait_synced().await;
+        caches.push(&scope.pods.description);
+    }
     for index in &scope.services {
         index.wait_synced().await;
         caches.push(&index.description);

@@ -1,13 +1,11 @@
 //! What the host needs to know about RayCluster: which children to watch, and which
 //! operator environment variables (KubeRay's) become plugin settings.
 
-use std::collections::BTreeMap;
-
 use wasmray_crds::constants::{
     GCS_FT_REDIS_CLEANUP_FINALIZER, RAY_CLUSTER_HEADLESS_SERVICE_LABEL_KEY, RAY_CLUSTER_LABEL_KEY,
     RAY_CLUSTER_SERVING_SERVICE_LABEL_KEY, RAY_FT_ENABLED_ANNOTATION_KEY,
 };
-use wasmray_crds::{FeatureGates, RayCluster, validate_ray_cluster};
+use wasmray_crds::{RayCluster, validate_ray_cluster};
 
 use super::ControllerConfig;
 use super::parent::{ChildWatches, OtherChildWatch, ParentKind};
@@ -62,29 +60,14 @@ impl ParentKind for RayCluster {
         if !(gcs_ft && cleanup_on) {
             return None;
         }
-        let gate =
-            |name: &str, default: bool| config.feature_gates.get(name).copied().unwrap_or(default);
-        let defaults = FeatureGates::default();
-        let gates = FeatureGates {
-            ray_cluster_status_conditions: gate(
-                "RayClusterStatusConditions",
-                defaults.ray_cluster_status_conditions,
-            ),
-            ray_job_deletion_policy: gate("RayJobDeletionPolicy", defaults.ray_job_deletion_policy),
-            ray_multi_host_indexing: gate("RayMultiHostIndexing", defaults.ray_multi_host_indexing),
-            ray_service_incremental_upgrade: gate(
-                "RayServiceIncrementalUpgrade",
-                defaults.ray_service_incremental_upgrade,
-            ),
-        };
-        validate_ray_cluster(self, &gates)
+        validate_ray_cluster(self, &config.crd_feature_gates())
             .is_ok()
             .then_some(GCS_FT_REDIS_CLEANUP_FINALIZER)
     }
 
     /// The cleanup Job (the only Job child: the watch selects `node-type=redis-cleanup`)
     /// is Complete or Failed; a failed cleanup must not keep the cluster forever.
-    fn cleanup_done(children: &[ObservedObject]) -> bool {
+    fn cleanup_done(children: &[ObservedObject], _asks_nothing_more: bool) -> bool {
         children
             .iter()
             .filter(|child| child.kind == "Job")
@@ -128,29 +111,9 @@ pub const SETTINGS_FROM_ENV: &[(&str, &str)] = &[
     ),
 ];
 
-/// The settings found in an environment (`lookup` is e.g. `std::env::var`).
-pub fn settings_from_env(lookup: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
-    SETTINGS_FROM_ENV
-        .iter()
-        .filter_map(|(env, key)| lookup(env).map(|value| ((*key).to_owned(), value)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kuberay_env_becomes_settings() {
-        let settings = settings_from_env(|name| match name {
-            "ENABLE_DETERMINISTIC_HEAD_POD_NAME" => Some("true".into()),
-            "CLUSTER_DOMAIN" => Some("example.org".into()),
-            _ => None,
-        });
-        assert_eq!(settings.len(), 2);
-        assert_eq!(settings["deterministic-head-pod-name"], "true");
-        assert_eq!(settings["cluster-domain"], "example.org");
-    }
 
     #[test]
     fn gcs_ft_clusters_carry_the_cleanup_finalizer_until_the_job_ends() {
@@ -188,11 +151,17 @@ mod tests {
             uid: "j".into(),
             object: serde_json::json!({"status": {"conditions": conditions}}).to_string(),
         };
-        assert!(!RayCluster::cleanup_done(&[]));
-        assert!(!RayCluster::cleanup_done(&[job(serde_json::json!([]))]));
-        assert!(RayCluster::cleanup_done(&[job(
-            serde_json::json!([{"type": "Failed", "status": "True"}])
-        )]));
+        assert!(!RayCluster::cleanup_done(&[], true));
+        assert!(!RayCluster::cleanup_done(
+            &[job(serde_json::json!([]))],
+            true
+        ));
+        assert!(RayCluster::cleanup_done(
+            &[job(
+                serde_json::json!([{"type": "Failed", "status": "True"}])
+            )],
+            false
+        ));
     }
 
     #[test]

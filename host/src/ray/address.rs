@@ -1,0 +1,142 @@
+//! Where a RayCluster's dashboard is: the head Service's DNS name and the head container's
+//! `dashboard` port, as KubeRay computes it, or (tests and demos only, behind an operator
+//! flag) the address a cluster annotation names.
+
+use serde_json::Value;
+use wasmray_crds::constants::{DASHBOARD_PORT_NAME, DEFAULT_DASHBOARD_PORT};
+
+/// Cluster annotation naming the dashboard address to use instead of the head Service's,
+/// e.g. `http://127.0.0.1:8265`. Honoured only when the host runs with
+/// `--allow-dashboard-address-override`: otherwise anyone who may annotate a RayCluster
+/// could make the operator call any address.
+pub const DASHBOARD_ADDRESS_ANNOTATION: &str = "wasmray.io/dashboard-address";
+/// Plugin setting (KubeRay's `CLUSTER_DOMAIN`) with the cluster's DNS domain.
+pub const CLUSTER_DOMAIN_SETTING: &str = "cluster-domain";
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// Key of the token in the cluster's auth Secret (named after the cluster).
+pub const AUTH_TOKEN_KEY: &str = "auth_token";
+
+/// How to reach one cluster's dashboard, before the token is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardTarget {
+    /// `http://host:port`.
+    pub base: String,
+    /// The Secret holding the token (key [`AUTH_TOKEN_KEY`]) when the cluster uses token auth.
+    pub token_secret: Option<String>,
+    /// The cluster carries the override annotation but the host does not honour it.
+    pub ignored_override: bool,
+}
+
+/// The dashboard of `cluster` (a RayCluster as JSON).
+pub fn dashboard_target(
+    cluster: &Value,
+    cluster_domain: &str,
+    allow_override: bool,
+) -> DashboardTarget {
+    let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
+    let token_secret =
+        (cluster["spec"]["authOptions"]["mode"].as_str() == Some("token")).then(|| name.to_owned());
+    let annotated = cluster["metadata"]["annotations"][DASHBOARD_ADDRESS_ANNOTATION]
+        .as_str()
+        .map(str::trim)
+        .filter(|address| !address.is_empty());
+    if let Some(address) = annotated
+        && allow_override
+    {
+        return DashboardTarget {
+            base: address.trim_end_matches('/').to_owned(),
+            token_secret,
+            ignored_override: false,
+        };
+    }
+    DashboardTarget {
+        base: format!("http://{}", dashboard_host_port(cluster, cluster_domain)),
+        token_secret,
+        ignored_override: annotated.is_some(),
+    }
+}
+
+/// `<head service>.<namespace>.svc.<domain>:<dashboard port>`: KubeRay's `dashboardURL`.
+pub fn dashboard_host_port(cluster: &Value, cluster_domain: &str) -> String {
+    let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = cluster["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let service = cluster["status"]["head"]["serviceName"]
+        .as_str()
+        .filter(|service| !service.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{name}-head-svc"));
+    format!(
+        "{service}.{namespace}.svc.{cluster_domain}:{}",
+        dashboard_port(cluster)
+    )
+}
+
+/// The head container's port named `dashboard`, else Ray's default.
+fn dashboard_port(cluster: &Value) -> i64 {
+    cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
+        .as_array()
+        .and_then(|containers| containers.first())
+        .and_then(|head| head["ports"].as_array())
+        .into_iter()
+        .flatten()
+        .find(|port| port["name"].as_str() == Some(DASHBOARD_PORT_NAME))
+        .and_then(|port| port["containerPort"].as_i64())
+        .unwrap_or(i64::from(DEFAULT_DASHBOARD_PORT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cluster(extra_meta: Value, spec: Value, status: Value) -> Value {
+        let mut metadata = json!({"name": "rc", "namespace": "team"});
+        if let (Some(meta), Some(extra)) = (metadata.as_object_mut(), extra_meta.as_object()) {
+            meta.extend(extra.clone());
+        }
+        json!({"metadata": metadata, "spec": spec, "status": status})
+    }
+
+    #[test]
+    fn the_head_service_and_dashboard_port_by_default() {
+        let plain = cluster(json!({}), json!({}), json!({}));
+        let target = dashboard_target(&plain, "cluster.local", false);
+        assert_eq!(
+            target.base,
+            "http://rc-head-svc.team.svc.cluster.local:8265"
+        );
+        assert_eq!(target.token_secret, None);
+        assert!(!target.ignored_override);
+
+        let custom = cluster(
+            json!({}),
+            json!({"headGroupSpec": {"template": {"spec": {"containers": [{"name": "ray-head",
+                "ports": [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 9999}]}]}}},
+                "authOptions": {"mode": "token"}}),
+            json!({"head": {"serviceName": "custom-svc"}}),
+        );
+        let target = dashboard_target(&custom, "example.org", true);
+        assert_eq!(target.base, "http://custom-svc.team.svc.example.org:9999");
+        assert_eq!(target.token_secret.as_deref(), Some("rc"));
+    }
+
+    #[test]
+    fn the_override_annotation_needs_the_operator_flag() {
+        let annotated = cluster(
+            json!({"annotations": {DASHBOARD_ADDRESS_ANNOTATION: "http://127.0.0.1:8265/"}}),
+            json!({}),
+            json!({}),
+        );
+        let honoured = dashboard_target(&annotated, "cluster.local", true);
+        assert_eq!(honoured.base, "http://127.0.0.1:8265");
+        assert!(!honoured.ignored_override);
+        let ignored = dashboard_target(&annotated, "cluster.local", false);
+        assert_eq!(
+            ignored.base,
+            "http://rc-head-svc.team.svc.cluster.local:8265"
+        );
+        assert!(ignored.ignored_override);
+    }
+}
