@@ -10,6 +10,10 @@ log "building the test control plane"
 cp_bin=$(tests/controlplane/build.sh)
 export WASMRAY_CONTROLPLANE_BIN="$cp_bin/testcp"
 
+log "preparing the Ray virtualenv (real Ray head for the Ray e2e tests; cached after the first run)"
+WASMRAY_RAY_VENV=$(tests/scripts/ray-venv.sh)
+export WASMRAY_RAY_VENV
+
 log "checking format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -15,6 +15,8 @@
 //! `WASMRAY_TEST_CONTROLPLANE=<run dir>`, as written by `testcp up --dir <run dir>`) or builds
 //! (`tests/controlplane/build.sh`, cached) and starts one that lives as long as the test
 //! process: it holds a pipe to testcp's stdin and testcp stops when that pipe closes.
+//!
+//! [`ray::head`] starts one real Ray head per test process the same way (see [`ray`]).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -30,6 +32,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
+
+pub mod ray;
 
 /// Run directory of an already running control plane to attach to instead of starting one.
 pub const ATTACH_ENV: &str = "WASMRAY_TEST_CONTROLPLANE";

@@ -1,0 +1,222 @@
+//! A real Ray head for tests: one per test process, from the pinned virtualenv that
+//! `tests/scripts/ray-venv.sh` creates (env `WASMRAY_RAY_VENV` skips running it).
+//!
+//! The head runs `ray start --head --block` in its own process group under a small shell
+//! that holds a pipe from this process: when the test process exits, the pipe closes and
+//! the shell kills the group. Every port is chosen free on 127.0.0.1 and Ray is kept on
+//! loopback: `--node-ip-address=127.0.0.1` alone still lets Ray's Python components
+//! advertise the machine's address, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` makes them use
+//! loopback too (Ray's single-machine mode).
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// The virtualenv holding Ray (as printed by `tests/scripts/ray-venv.sh`).
+pub const VENV_ENV: &str = "WASMRAY_RAY_VENV";
+/// How long the head may take to answer `/api/version` (about 10 s on 2 cores).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Unix socket paths must stay under 108 bytes; Ray adds about 62 to its temp dir.
+const MAX_TEMP_DIR_LEN: usize = 40;
+
+static HEAD: OnceLock<Result<RayHead, String>> = OnceLock::new();
+
+/// The Ray head of this test process, started on first use with its `--temp-dir` under
+/// `run_dir` (the control plane's run directory, so logs stay together).
+pub fn head(run_dir: &Path) -> anyhow::Result<&'static RayHead> {
+    HEAD.get_or_init(|| RayHead::start(run_dir).map_err(|error| format!("{error:#}")))
+        .as_ref()
+        .map_err(|error| anyhow::anyhow!("the test Ray head did not start: {error}"))
+}
+
+/// A running Ray head.
+pub struct RayHead {
+    dashboard: String,
+    venv: PathBuf,
+    temp_dir: PathBuf,
+    /// How long `ray start` took until the dashboard answered.
+    pub startup: Duration,
+    _supervisor: Supervisor,
+}
+
+struct Supervisor {
+    _child: Child,
+    /// Closing it (when this process exits) makes the supervisor kill the head's group.
+    _stdin: ChildStdin,
+}
+
+impl RayHead {
+    fn start(run_dir: &Path) -> anyhow::Result<RayHead> {
+        let venv = venv()?;
+        let ray = venv.join("bin/ray");
+        let mut temp_dir = run_dir.join(format!("r{}", std::process::id()));
+        if temp_dir.as_os_str().len() > MAX_TEMP_DIR_LEN {
+            temp_dir = std::env::temp_dir().join(format!("wasmray-ray-{}", std::process::id()));
+        }
+        std::fs::create_dir_all(&temp_dir)
+            .with_context(|| format!("creating {}", temp_dir.display()))?;
+        let log = temp_dir.join("head.log");
+        let ports = free_ports(8)?;
+        let dashboard_port = ports[1];
+        let args = [
+            "start".to_owned(),
+            "--head".into(),
+            "--block".into(),
+            "--disable-usage-stats".into(),
+            "--node-ip-address=127.0.0.1".into(),
+            "--dashboard-host=127.0.0.1".into(),
+            format!("--port={}", ports[0]),
+            format!("--dashboard-port={dashboard_port}"),
+            format!("--dashboard-agent-listen-port={}", ports[2]),
+            format!("--dashboard-agent-grpc-port={}", ports[3]),
+            format!("--ray-client-server-port={}", ports[4]),
+            format!("--metrics-export-port={}", ports[5]),
+            format!("--runtime-env-agent-port={}", ports[6]),
+            // Workers take ports from a range; keep it away from other heads' ranges.
+            format!("--min-worker-port={}", ports[7]),
+            format!("--max-worker-port={}", ports[7].saturating_add(200)),
+            "--num-cpus=2".into(),
+            "--object-store-memory=100000000".into(),
+            format!("--temp-dir={}", temp_dir.display()),
+        ];
+        // `set -m` puts the head in its own process group; `cat` returns when this
+        // process's end of the pipe closes, and the trap then ends the whole group.
+        let script = r#"set -m
+"$0" "$@" >"$WASMRAY_RAY_LOG" 2>&1 &
+head=$!
+trap 'kill -TERM -- -$head 2>/dev/null; sleep 3; kill -KILL -- -$head 2>/dev/null; exit 0' EXIT INT TERM
+cat >/dev/null"#;
+        let started = Instant::now();
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg(&ray)
+            .args(&args)
+            .env("WASMRAY_RAY_LOG", &log)
+            .env("RAY_USAGE_STATS_ENABLED", "0")
+            .env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", ray.display()))?;
+        let stdin = child
+            .stdin
+            .take()
+            .context("the supervisor's stdin was not piped")?;
+        let supervisor = Supervisor {
+            _child: child,
+            _stdin: stdin,
+        };
+        let dashboard = format!("http://127.0.0.1:{dashboard_port}");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok((200, _)) = http_get(dashboard_port, "/api/version") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "Ray head not answering {dashboard}/api/version within {START_TIMEOUT:?}; its log ({}):\n{}",
+                    log.display(),
+                    crate::tail(&log, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(RayHead {
+            dashboard,
+            venv,
+            temp_dir,
+            startup: started.elapsed(),
+            _supervisor: supervisor,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`: the dashboard (Jobs and Serve REST API).
+    pub fn dashboard_url(&self) -> &str {
+        &self.dashboard
+    }
+
+    /// The virtualenv's Python; job entrypoints name it, as Ray runs them through a shell
+    /// with the raylet's PATH.
+    pub fn python(&self) -> PathBuf {
+        self.venv.join("bin/python")
+    }
+
+    /// The head's `--temp-dir` (session logs are under `session_latest/logs`).
+    pub fn temp_dir(&self) -> &Path {
+        &self.temp_dir
+    }
+
+    /// A Python entrypoint running `code` (single-quoted for the shell; no `'` allowed).
+    pub fn python_entrypoint(&self, code: &str) -> String {
+        assert!(
+            !code.contains('\''),
+            "entrypoint code must not contain single quotes"
+        );
+        format!("{} -c '{code}'", self.python().display())
+    }
+}
+
+/// The Ray virtualenv: env [`VENV_ENV`], else what `tests/scripts/ray-venv.sh` prints
+/// (it installs once, then answers from its cache).
+pub fn venv() -> anyhow::Result<PathBuf> {
+    if let Some(venv) = std::env::var_os(VENV_ENV) {
+        let venv = PathBuf::from(venv);
+        if !venv.join("bin/ray").is_file() {
+            bail!("{VENV_ENV}: {} holds no bin/ray", venv.display());
+        }
+        return Ok(venv);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ray-venv.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        bail!("{} failed with {}", script.display(), output.status);
+    }
+    let path = String::from_utf8(output.stdout).context("ray-venv.sh printed a non-UTF-8 path")?;
+    Ok(PathBuf::from(path.trim()))
+}
+
+/// Ports free on 127.0.0.1 right now (held together so they differ).
+fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("finding free loopback ports")?;
+    listeners
+        .iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
+}
+
+/// A minimal blocking `GET` on 127.0.0.1 (status and body); enough to poll readiness
+/// without an HTTP client in the support crate.
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
