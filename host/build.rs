@@ -20,6 +20,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("example-scheduler", "wasmray-example-scheduler"),
     ("example-autoscaler", "wasmray-example-autoscaler"),
     ("raycluster", "wasmray-plugin-raycluster"),
+    ("rayjob", "wasmray-plugin-rayjob"),
 ];
 
 /// Plugins built for tests only: their paths are compiled in, never their bytes.
