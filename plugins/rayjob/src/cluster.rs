@@ -5,8 +5,8 @@
 use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use wasmray_crds::constants::{
-    DASHBOARD_PORT_NAME, DEFAULT_DASHBOARD_PORT, HEAD_POD_READY, RAY_CLUSTER_PROVISIONED,
-    RAY_CLUSTER_REPLICA_FAILURE, RAY_ORIGINATED_FROM_CR_NAME_LABEL_KEY,
+    DASHBOARD_PORT_NAME, DEFAULT_DASHBOARD_PORT, HEAD_POD_NOT_FOUND, HEAD_POD_READY,
+    RAY_CLUSTER_PROVISIONED, RAY_CLUSTER_REPLICA_FAILURE, RAY_ORIGINATED_FROM_CR_NAME_LABEL_KEY,
     RAY_ORIGINATED_FROM_CRD_LABEL_KEY,
 };
 use wasmray_crds::raycluster::{AuthMode, ClusterState};
@@ -151,6 +151,24 @@ pub fn not_ready_reason(cluster: &RayCluster, name: &str) -> Option<String> {
     ))
 }
 
+/// Some(why) when the cluster lost its head pod after it was provisioned. The RayCluster
+/// plugin never gives a RayJob's cluster a new head (its GCS state is gone), so the job can
+/// no longer finish there.
+pub fn head_lost(cluster: &RayCluster, name: &str) -> Option<String> {
+    let conditions = cluster.status.as_ref()?.conditions.as_ref()?;
+    let holds = |kind: &str, status: &str| {
+        conditions
+            .iter()
+            .find(|condition| condition.type_ == kind)
+            .filter(|condition| condition.status == status)
+    };
+    holds(RAY_CLUSTER_PROVISIONED, "True")?;
+    let head = holds(HEAD_POD_READY, "False")?;
+    (head.reason == HEAD_POD_NOT_FOUND).then(|| {
+        format!("The Ray head pod of RayCluster {name} is gone after the cluster was provisioned; the job cannot finish on this cluster")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +277,35 @@ spec:
         );
         cluster.status.as_mut().unwrap().state = Some(ClusterState::Ready);
         assert_eq!(not_ready_reason(&cluster, "c"), None);
+    }
+
+    #[test]
+    fn a_lost_head_is_noticed_only_after_provisioning() {
+        let condition = |kind: &str, status: &str, reason: &str| {
+            serde_json::json!({"type": kind, "status": status, "reason": reason, "message": "",
+                               "lastTransitionTime": "2026-11-23T03:53:02Z"})
+        };
+        let mut cluster = cluster_from_yaml(
+            "c",
+            Some(serde_json::json!({"conditions": [
+                condition("HeadPodReady", "False", "HeadPodNotFound"),
+                condition("RayClusterProvisioned", "False", "RayClusterPodsProvisioning"),
+            ]})),
+        );
+        assert_eq!(
+            head_lost(&cluster, "c"),
+            None,
+            "not yet created is not lost"
+        );
+        cluster.status = serde_json::from_value(serde_json::json!({"conditions": [
+            condition("HeadPodReady", "False", "HeadPodNotFound"),
+            condition("RayClusterProvisioned", "True", "AllPodRunningAndReadyFirstTime"),
+        ]}))
+        .unwrap();
+        assert!(
+            head_lost(&cluster, "c")
+                .unwrap()
+                .contains("RayCluster c is gone")
+        );
     }
 }

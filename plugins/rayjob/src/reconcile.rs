@@ -25,7 +25,8 @@ use wasmray_plugin_sdk::{
 
 use crate::cleanup::{self, CleanupAction};
 use crate::cluster::{
-    auth_secret, dashboard_port, dashboard_url, desired_cluster, head_image, not_ready_reason,
+    auth_secret, dashboard_port, dashboard_url, desired_cluster, head_image, head_lost,
+    not_ready_reason,
 };
 use crate::names::{Attempt, NameRole, generated_name};
 use crate::observed::{
@@ -551,6 +552,17 @@ impl<'a> Pass<'a> {
                 return Ok(());
             }
         }
+        if !self.job_status().is_terminal()
+            && let Some(why) = head_lost(&cluster.object, &name)
+        {
+            // Better than KubeRay (pain point: the RayJob should fail when the head dies):
+            // nothing will bring the job back, so the attempt ends now.
+            self.end_attempt(
+                Outcome::Failed(JobFailedReason::AppFailed, why),
+                Some(false),
+            );
+            return Ok(());
+        }
         match &submitter {
             Some(SubmitterState::Failed { message, .. }) => {
                 let reason = if self.job_status() == JobStatus::Failed {
@@ -722,9 +734,8 @@ impl<'a> Pass<'a> {
                 info.status, info.submission_id
             )),
         }
-        if let Some(message) = info.message.as_deref().filter(|m| !m.is_empty()) {
-            self.status.message = Some(message.to_owned());
-        }
+        // Ray's message replaces whatever the plugin said while waiting, as in KubeRay.
+        self.status.message = info.message.clone().filter(|message| !message.is_empty());
         let time = |ms: Option<u64>| {
             ms.and_then(|ms| i64::try_from(ms).ok())
                 .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())

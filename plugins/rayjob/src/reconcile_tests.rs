@@ -960,6 +960,27 @@ fn running_without_its_cluster_fails_instead_of_waiting_forever() {
 }
 
 #[test]
+fn a_lost_head_pod_fails_the_attempt() {
+    let mut lost = cluster("rj-c1", true);
+    let mut value: Value = serde_json::from_str(&lost.object).unwrap();
+    value["status"]["conditions"] = json!([
+        {"type": "HeadPodReady", "status": "False", "reason": "HeadPodNotFound", "message": "", "lastTransitionTime": rfc(3)},
+        {"type": "RayClusterProvisioned", "status": "True", "reason": "AllPodRunningAndReadyFirstTime", "message": "", "lastTransitionTime": rfc(40)}
+    ]);
+    lost.object = value.to_string();
+    let out = Input::new(running("HTTPMode", json!({"backoffLimit": 1})))
+        .child(lost)
+        .answer(JobObservation::Unavailable("connection refused".into()))
+        .run();
+    assert_eq!(out.state(), JobDeploymentStatus::Retrying);
+    assert_eq!(out.status().reason, Some(JobFailedReason::AppFailed));
+    assert!(
+        out.message()
+            .contains("head pod of RayCluster rj-c1 is gone")
+    );
+}
+
+#[test]
 fn an_unreachable_dashboard_is_reported_while_running() {
     let input = Input::new(running("HTTPMode", json!({})))
         .child(cluster("rj-c1", true))
