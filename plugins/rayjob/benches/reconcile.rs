@@ -21,6 +21,13 @@ fn parent(status: Option<serde_json::Value>) -> serde_json::Value {
         json!({"name": name, "image": "rayproject/ray:2.46.0",
                "resources": {"limits": {"cpu": "4", "memory": "16Gi"}, "requests": {"cpu": "4", "memory": "16Gi"}}})
     };
+    let groups: Vec<serde_json::Value> = ["cpu", "gpu", "mem"]
+        .iter()
+        .map(|group| {
+            json!({"groupName": group, "replicas": 33, "minReplicas": 0, "maxReplicas": 100,
+                   "rayStartParams": {}, "template": {"spec": {"containers": [container("ray-worker")]}}})
+        })
+        .collect();
     let mut job = json!({
         "apiVersion": "ray.io/v1", "kind": "RayJob",
         "metadata": {"name": "bench", "namespace": "default", "uid": "0000-1111", "generation": 1},
@@ -32,10 +39,7 @@ fn parent(status: Option<serde_json::Value>) -> serde_json::Value {
             "rayClusterSpec": {
                 "rayVersion": "2.46.0",
                 "headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [container("ray-head")]}}},
-                "workerGroupSpecs": ["cpu", "gpu", "mem"].iter().map(|group| json!({
-                    "groupName": group, "replicas": 33, "minReplicas": 0, "maxReplicas": 100,
-                    "rayStartParams": {}, "template": {"spec": {"containers": [container("ray-worker")]}}
-                })).collect::<Vec<_>>()
+                "workerGroupSpecs": groups
             }
         }
     });
@@ -45,7 +49,11 @@ fn parent(status: Option<serde_json::Value>) -> serde_json::Value {
     job
 }
 
-fn input(parent: &serde_json::Value, children: Vec<ObservedObject>, ray: RayObservations) -> ReconcileInput {
+fn input(
+    parent: &serde_json::Value,
+    children: Vec<ObservedObject>,
+    ray: RayObservations,
+) -> ReconcileInput {
     ReconcileInput {
         kind: "RayJob".into(),
         parent: parent.to_string(),
