@@ -151,6 +151,17 @@ pub fn not_ready_reason(cluster: &RayCluster, name: &str) -> Option<String> {
     ))
 }
 
+/// Whether the cluster reports its head pod ready (`HeadPodReady=True`).
+pub fn head_ready(cluster: &RayCluster) -> bool {
+    cluster
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|condition| condition.type_ == HEAD_POD_READY && condition.status == "True")
+}
+
 /// Some(why) when the cluster lost its head pod after it was provisioned. The RayCluster
 /// plugin never gives a RayJob's cluster a new head (its GCS state is gone), so the job can
 /// no longer finish there.

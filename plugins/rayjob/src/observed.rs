@@ -2,6 +2,8 @@
 //! with `clusterSelector`), its submitter Job, and Ray's answers.
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use wasmray_crds::RayCluster;
 use wasmray_plugin_sdk::reconciler::{ActionResult, JobObservation, RayObservations};
@@ -56,6 +58,19 @@ impl HasMeta for RayCluster {
 }
 
 impl HasMeta for Job {
+    fn deletion_requested(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+}
+
+/// Any object when only its metadata matters (e.g. to delete it).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct AnyObject {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+}
+
+impl HasMeta for AnyObject {
     fn deletion_requested(&self) -> bool {
         self.metadata.deletion_timestamp.is_some()
     }

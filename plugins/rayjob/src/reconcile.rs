@@ -25,13 +25,13 @@ use wasmray_plugin_sdk::{
 
 use crate::cleanup::{self, CleanupAction};
 use crate::cluster::{
-    auth_secret, dashboard_port, dashboard_url, desired_cluster, head_image, head_lost,
+    auth_secret, dashboard_port, dashboard_url, desired_cluster, head_image, head_lost, head_ready,
     not_ready_reason,
 };
 use crate::names::{Attempt, NameRole, generated_name};
 use crate::observed::{
-    JOB_API_VERSION, JOB_KIND, RAY_API_VERSION, RAY_CLUSTER_KIND, Seen, action_result, job_answer,
-    named, of_kind,
+    AnyObject, JOB_API_VERSION, JOB_KIND, RAY_API_VERSION, RAY_CLUSTER_KIND, Seen, action_result,
+    job_answer, named, of_kind, parse,
 };
 use crate::service::{head_service, head_service_name, needs_write};
 use crate::settings::Settings;
@@ -105,7 +105,7 @@ pub fn decide(request: &Request<RayJob>) -> Result<Decision, PluginError> {
         JobDeploymentStatus::Initializing => pass.on_initializing()?,
         JobDeploymentStatus::Waiting => pass.on_waiting(),
         JobDeploymentStatus::Running => pass.on_running()?,
-        JobDeploymentStatus::Suspending | JobDeploymentStatus::Retrying => pass.on_tear_down(),
+        JobDeploymentStatus::Suspending | JobDeploymentStatus::Retrying => pass.on_tear_down()?,
         JobDeploymentStatus::Suspended => pass.on_suspended(),
         JobDeploymentStatus::Complete | JobDeploymentStatus::Failed => pass.on_finished()?,
         // KubeRay leaves an invalid RayJob as it is, even once fixed: the attempt is over.
@@ -329,7 +329,8 @@ impl<'a> Pass<'a> {
             return Ok(());
         }
         if let Some(outcome) = self.deadline_exceeded() {
-            self.end_attempt(outcome, None);
+            // Nothing was submitted yet: there is no Ray job to stop.
+            self.end_attempt(outcome, Some(false));
             return Ok(());
         }
         self.decision.requeue_after(REQUEUE);
@@ -521,7 +522,7 @@ impl<'a> Pass<'a> {
                 self.end_attempt(
                     Outcome::Failed(
                         JobFailedReason::AppFailed,
-                        format!("RayCluster {name} was deleted while the job was running"),
+                        format!("RayCluster {name} is gone while the job was running"),
                     ),
                     Some(false),
                 );
@@ -571,6 +572,14 @@ impl<'a> Pass<'a> {
                     JobFailedReason::SubmissionFailed
                 };
                 self.end_attempt(Outcome::Failed(reason, message.clone()), None);
+                return Ok(());
+            }
+            // The cluster still reports its head ready: the host has not passed the pod
+            // yet (its watch follows `rayClusterName`), so this is no verdict.
+            Some(SubmitterState::HeadPodMissing) if head_ready(&cluster.object) => {
+                self.note(format!(
+                    "Waiting to observe the head pod of RayCluster {name}"
+                ));
                 return Ok(());
             }
             Some(SubmitterState::HeadPodMissing) => {
@@ -835,36 +844,28 @@ impl<'a> Pass<'a> {
 
     /// Suspending and Retrying: delete the attempt's cluster and submitter, wait until they
     /// are gone, then reset the attempt's status fields.
-    fn on_tear_down(&mut self) {
+    fn on_tear_down(&mut self) -> Result<(), PluginError> {
         let children = &self.request.children;
-        let owned = of_kind(children, RAY_API_VERSION, RAY_CLUSTER_KIND).chain(of_kind(
-            children,
-            JOB_API_VERSION,
-            JOB_KIND,
-        ));
+        let owned = of_kind(children, RAY_API_VERSION, RAY_CLUSTER_KIND)
+            .chain(of_kind(children, JOB_API_VERSION, JOB_KIND))
+            .map(parse::<AnyObject>)
+            .collect::<Result<Vec<_>, _>>()?;
         let why = match self.state() {
             JobDeploymentStatus::Suspending => "the RayJob is suspended",
             _ => "the RayJob retries with a new RayCluster",
         };
-        let mut waiting = false;
-        for object in owned {
-            waiting = true;
-            let deleting = serde_json::from_str::<serde_json::Value>(&object.object)
-                .ok()
-                .is_some_and(|value| !value["metadata"]["deletionTimestamp"].is_null());
-            if !deleting {
-                self.decision.delete(
-                    &object.api_version,
-                    &object.kind,
-                    &object.name,
-                    &object.uid,
-                    why,
-                );
-            }
+        for object in owned.iter().filter(|object| !object.deleting) {
+            self.decision.delete(
+                &object.api_version,
+                &object.kind,
+                &object.name,
+                &object.uid,
+                why,
+            );
         }
-        if waiting {
+        if !owned.is_empty() {
             self.decision.requeue_after(REQUEUE);
-            return;
+            return Ok(());
         }
         self.status.ray_cluster_status = None;
         self.status.ray_cluster_name = None;
@@ -880,6 +881,7 @@ impl<'a> Pass<'a> {
             self.go(JobDeploymentStatus::New);
             self.decision.requeue_after(REQUEUE);
         }
+        Ok(())
     }
 
     fn on_suspended(&mut self) {

@@ -597,6 +597,7 @@ fn initializing_suspend_and_deadline() {
         late.events()
             .contains(&(EventType::Warning, "DeadlineExceeded".to_owned()))
     );
+    assert!(late.stops().is_empty(), "nothing was submitted yet");
 
     let early = Input::new(initializing(
         "HTTPMode",
@@ -910,6 +911,21 @@ fn sidecar_mode_follows_the_head_pods_submitter_container() {
     assert_eq!(missing.message(), "Ray head pod not found.");
     assert_eq!(missing.status().reason, Some(JobFailedReason::AppFailed));
 
+    // The cluster says its head is ready: the pod is not passed yet, no verdict.
+    let mut ready_head = cluster("rj-c1", true);
+    let mut value: Value = serde_json::from_str(&ready_head.object).unwrap();
+    value["status"]["conditions"] = json!([{"type": "HeadPodReady", "status": "True",
+        "reason": "HeadPodRunningAndReady", "message": "", "lastTransitionTime": rfc(30)}]);
+    ready_head.object = value.to_string();
+    let unseen = Input::new(running("SidecarMode", json!({})))
+        .child(ready_head)
+        .run();
+    assert_eq!(unseen.state(), JobDeploymentStatus::Running);
+    assert_eq!(
+        unseen.message(),
+        "Waiting to observe the head pod of RayCluster rj-c1"
+    );
+
     let mut pod = head_pod("rj-c1");
     pod.container_statuses
         .push(terminated("ray-job-submitter", 2));
@@ -955,7 +971,7 @@ fn running_without_its_cluster_fails_instead_of_waiting_forever() {
     assert_eq!(out.state(), JobDeploymentStatus::Failed);
     assert_eq!(
         out.message(),
-        "RayCluster rj-c1 was deleted while the job was running"
+        "RayCluster rj-c1 is gone while the job was running"
     );
 }
 
@@ -1018,6 +1034,17 @@ fn suspend_while_running_tears_down_and_resume_starts_a_new_attempt() {
         ]
     );
     assert_eq!(teardown.state(), JobDeploymentStatus::Suspending);
+
+    // What is already going away is not deleted again, but still waited for.
+    let mut terminating = suspending.clone();
+    for child in &mut terminating.children {
+        let mut value: Value = serde_json::from_str(&child.object).unwrap();
+        value["metadata"]["deletionTimestamp"] = json!(rfc(1));
+        child.object = value.to_string();
+    }
+    let out = terminating.run();
+    assert!(out.deleted().is_empty());
+    assert_eq!(out.state(), JobDeploymentStatus::Suspending);
 
     let mut gone = suspending.clone();
     gone.children.clear();
