@@ -387,14 +387,12 @@ impl<P: ParentKind> Scope<P> {
     }
 
     /// Adds to `input` what is read outside the child caches right before the call: the
-    /// related objects, unowned pods and the answers to the plugin's Ray queries. Returns
-    /// how many Ray action results it passes (see [`RayIo::delivered`]).
+    /// related objects and unowned pods.
     async fn observe_outside(
         &self,
         parent: &P,
-        uid: &str,
         input: &mut ReconcileInput,
-    ) -> Result<usize, ReconcileError> {
+    ) -> Result<(), ReconcileError> {
         let namespace = parent.namespace().unwrap_or_default();
         for related in parent.related() {
             let what = || format!("{} {namespace}/{}", related.kind, related.name);
@@ -434,18 +432,17 @@ impl<P: ParentKind> Scope<P> {
                 })?;
             input.pods.extend(pods.items.iter().map(observed_pod));
         }
-        let known: Vec<ObservedObject> = input
-            .children
-            .iter()
-            .chain(&input.related)
-            .cloned()
-            .collect();
-        let clusters = Clusters {
+        Ok(())
+    }
+
+    /// Where the Ray clusters a plugin names are looked up: `known` (its children and
+    /// related objects), else the API server.
+    fn clusters<'a>(&'a self, namespace: &'a str, known: &'a [ObservedObject]) -> Clusters<'a> {
+        Clusters {
             client: &self.shared.client,
-            namespace: &namespace,
-            known: &known,
-        };
-        Ok(self.ray.observe(uid, &clusters, &mut input.ray).await)
+            namespace,
+            known,
+        }
     }
 
     /// The plugin for this object: its annotation, else the kind's binding.
@@ -733,12 +730,9 @@ impl<P: ParentKind> Scope<P> {
         }
         let acted = !output.ray_actions.is_empty();
         if acted {
-            let clusters = Clusters {
-                client: &self.shared.client,
-                namespace: &namespace,
-                known,
-            };
-            self.ray.act(uid, &clusters, output.ray_actions).await;
+            self.ray
+                .act(uid, &self.clusters(&namespace, known), output.ray_actions)
+                .await;
         }
         let requested = output
             .requeue_after_ms
@@ -832,13 +826,19 @@ async fn reconcile<P: ParentKind>(
     }
     let plugin = scope.plugin_for(&parent);
     let mut input = scope.gather(&parent, &uid);
-    let results_passed = scope.observe_outside(&parent, &uid, &mut input).await?;
+    scope.observe_outside(&parent, &mut input).await?;
     let known: Vec<ObservedObject> = input
         .children
         .iter()
         .chain(&input.related)
         .cloned()
         .collect();
+    let namespace = parent.namespace().unwrap_or_default();
+    // Ray's answers last, right before the call: they are the freshest input.
+    let results_passed = scope
+        .ray
+        .observe(&uid, &scope.clusters(&namespace, &known), &mut input.ray)
+        .await;
     scope
         .shared
         .stats
