@@ -25,11 +25,31 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_TEMP_DIR_LEN: usize = 40;
 
 static HEAD: OnceLock<Result<RayHead, String>> = OnceLock::new();
+static TOKEN_HEAD: OnceLock<Result<RayHead, String>> = OnceLock::new();
 
 /// The Ray head of this test process, started on first use with its `--temp-dir` under
 /// `run_dir` (the control plane's run directory, so logs stay together).
 pub fn head(run_dir: &Path) -> anyhow::Result<&'static RayHead> {
-    HEAD.get_or_init(|| RayHead::start(run_dir).map_err(|error| format!("{error:#}")))
+    started(&HEAD, run_dir, None)
+}
+
+/// A second head of this test process with Ray's token auth on (`RAY_AUTH_MODE=token`); its
+/// token is [`RayHead::token`].
+pub fn token_head(run_dir: &Path) -> anyhow::Result<&'static RayHead> {
+    // Fixed per process: a test token, not a secret.
+    let token = format!(
+        "{:064x}",
+        u128::from(std::process::id()) * 0x9e37_79b9_7f4a_7c15
+    );
+    started(&TOKEN_HEAD, run_dir, Some(token))
+}
+
+fn started(
+    slot: &'static OnceLock<Result<RayHead, String>>,
+    run_dir: &Path,
+    token: Option<String>,
+) -> anyhow::Result<&'static RayHead> {
+    slot.get_or_init(|| RayHead::start(run_dir, token).map_err(|error| format!("{error:#}")))
         .as_ref()
         .map_err(|error| anyhow::anyhow!("the test Ray head did not start: {error}"))
 }
@@ -39,6 +59,7 @@ pub struct RayHead {
     dashboard: String,
     venv: PathBuf,
     temp_dir: PathBuf,
+    token: Option<String>,
     /// How long `ray start` took until the dashboard answered.
     pub startup: Duration,
     _supervisor: Supervisor,
@@ -51,12 +72,14 @@ struct Supervisor {
 }
 
 impl RayHead {
-    fn start(run_dir: &Path) -> anyhow::Result<RayHead> {
+    fn start(run_dir: &Path, token: Option<String>) -> anyhow::Result<RayHead> {
         let venv = venv()?;
         let ray = venv.join("bin/ray");
-        let mut temp_dir = run_dir.join(format!("r{}", std::process::id()));
+        let suffix = if token.is_some() { "t" } else { "" };
+        let mut temp_dir = run_dir.join(format!("r{}{suffix}", std::process::id()));
         if temp_dir.as_os_str().len() > MAX_TEMP_DIR_LEN {
-            temp_dir = std::env::temp_dir().join(format!("wasmray-ray-{}", std::process::id()));
+            temp_dir =
+                std::env::temp_dir().join(format!("wasmray-ray-{}{suffix}", std::process::id()));
         }
         std::fs::create_dir_all(&temp_dir)
             .with_context(|| format!("creating {}", temp_dir.display()))?;
@@ -92,7 +115,15 @@ head=$!
 trap 'kill -TERM -- -$head 2>/dev/null; sleep 3; kill -KILL -- -$head 2>/dev/null; exit 0' EXIT INT TERM
 cat >/dev/null"#;
         let started = Instant::now();
-        let mut child = Command::new("bash")
+        let mut command = Command::new("bash");
+        match &token {
+            Some(token) => command
+                .env("RAY_AUTH_MODE", "token")
+                .env("RAY_AUTH_TOKEN", token),
+            // A token file in the user's home would turn auth on by itself.
+            None => command.env("RAY_AUTH_MODE", "disabled"),
+        };
+        let mut child = command
             .arg("-c")
             .arg(script)
             .arg(&ray)
@@ -116,7 +147,8 @@ cat >/dev/null"#;
         let dashboard = format!("http://127.0.0.1:{dashboard_port}");
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok((200, _)) = http_get(dashboard_port, "/api/version") {
+            // Public even with token auth on, and answered once the dashboard is up.
+            if let Ok((200, _)) = http_get(dashboard_port, "/api/gcs_healthz") {
                 break;
             }
             if Instant::now() > deadline {
@@ -132,6 +164,7 @@ cat >/dev/null"#;
             dashboard,
             venv,
             temp_dir,
+            token,
             startup: started.elapsed(),
             _supervisor: supervisor,
         })
@@ -146,6 +179,11 @@ cat >/dev/null"#;
     /// with the raylet's PATH.
     pub fn python(&self) -> PathBuf {
         self.venv.join("bin/python")
+    }
+
+    /// The token of a head started by [`token_head`].
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// The head's `--temp-dir` (session logs are under `session_latest/logs`).

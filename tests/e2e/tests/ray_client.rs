@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use wasmray::ray::{
     DashboardAddress, DashboardClient, JobDetails, JobSubmission, RayError, SubmitOutcome,
 };
-use wasmray_e2e::ray::{RayHead, head};
+use wasmray_e2e::ray::{RayHead, head, token_head};
 
 fn ray() -> &'static RayHead {
     head(&std::env::temp_dir()).unwrap()
@@ -219,4 +219,27 @@ async fn a_dashboard_that_does_not_answer_times_out() {
     assert!(matches!(error, RayError::Timeout { .. }), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(listener);
+}
+
+#[tokio::test]
+async fn token_auth_sends_the_clusters_token() {
+    let ray = token_head(&std::env::temp_dir()).unwrap();
+    let client = client();
+    let anonymous = DashboardAddress::new(ray.dashboard_url());
+    match client.version(&anonymous).await {
+        Err(RayError::Status { status: 401, .. }) => {}
+        other => panic!("Ray with token auth answered a call without the token: {other:?}"),
+    }
+    let wrong = anonymous.clone().with_token(Some("0".repeat(64)));
+    match client.version(&wrong).await {
+        Err(RayError::Status { status: 403, .. }) => {}
+        other => panic!("Ray with token auth took a wrong token: {other:?}"),
+    }
+    let authenticated = anonymous.with_token(ray.token().map(str::to_owned));
+    assert_eq!(
+        client.version(&authenticated).await.unwrap().ray_version,
+        "2.60.0"
+    );
+    let error = client.job(&authenticated, "no-such-job").await.unwrap_err();
+    assert!(error.is_not_found(), "{error}");
 }
