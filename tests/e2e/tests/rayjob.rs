@@ -4,6 +4,7 @@
 //! annotated with `wasmray.io/dashboard-address` (copied to the RayCluster it creates) and
 //! the host runs with the override allowed, so the jobs really run on the real head.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,13 @@ struct Operator {
 }
 
 impl Operator {
-    async fn start(client: Client, namespace: &str) -> anyhow::Result<Operator> {
+    /// `settings` are the plugin settings (KubeRay's env vars, e.g.
+    /// `delete-rayjob-cr-after-job-finishes`).
+    async fn start(
+        client: Client,
+        namespace: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Operator> {
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(
                 std::env::temp_dir()
@@ -47,6 +54,7 @@ impl Operator {
             concurrency: 4,
             allow_dashboard_address_override: true,
             ray_timeout: Duration::from_secs(10),
+            settings: settings.clone(),
             ..ControllerConfig::default()
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -71,11 +79,19 @@ struct Fixture {
     ns: wasmray_e2e::TestNamespace,
     ray: &'static RayHead,
     dashboard: DashboardClient,
+    settings: BTreeMap<String, String>,
     operator: Option<Operator>,
 }
 
 impl Fixture {
     async fn new(prefix: &str) -> anyhow::Result<Fixture> {
+        Self::with_settings(prefix, BTreeMap::new()).await
+    }
+
+    async fn with_settings(
+        prefix: &str,
+        settings: BTreeMap<String, String>,
+    ) -> anyhow::Result<Fixture> {
         let cluster = wasmray_e2e::cluster().await?;
         let client = cluster.client().await?;
         let generated =
@@ -91,12 +107,13 @@ impl Fixture {
         let run_dir = cluster.run_dir().to_owned();
         let ray = tokio::task::spawn_blocking(move || wasmray_e2e::ray::head(&run_dir)).await??;
         let ns = cluster.namespace(prefix).await?;
-        let operator = Operator::start(client.clone(), &ns.name).await?;
+        let operator = Operator::start(client.clone(), &ns.name, &settings).await?;
         Ok(Fixture {
             client,
             ns,
             ray,
             dashboard: DashboardClient::new(Duration::from_secs(10)),
+            settings,
             operator: Some(operator),
         })
     }
@@ -105,7 +122,8 @@ impl Fixture {
         if let Some(operator) = self.operator.take() {
             operator.shutdown().await;
         }
-        self.operator = Some(Operator::start(self.client.clone(), &self.ns.name).await?);
+        self.operator =
+            Some(Operator::start(self.client.clone(), &self.ns.name, &self.settings).await?);
         Ok(())
     }
 
@@ -815,5 +833,33 @@ async fn deleting_a_running_rayjob_stops_its_ray_job_first() -> anyhow::Result<(
     }
     // Ray stops a job asynchronously: the stop was asked for, the status follows.
     fx.wait_ray_status(&job_id, "STOPPED").await?;
+    fx.finish().await
+}
+
+#[tokio::test]
+async fn delete_rayjob_cr_after_job_finishes_deletes_the_rayjob_itself() -> anyhow::Result<()> {
+    let settings = [(
+        "delete-rayjob-cr-after-job-finishes".to_owned(),
+        "true".to_owned(),
+    )]
+    .into();
+    let fx = Fixture::with_settings("rayjob-deleteself", settings).await?;
+    fx.create(fx.rayjob(
+        "ephemeral",
+        json!({"shutdownAfterJobFinishes": true, "ttlSecondsAfterFinished": 2}),
+    ))
+    .await?;
+    let done = fx.wait_deployment("ephemeral", "Complete").await?;
+    assert_eq!(done["jobStatus"], "SUCCEEDED");
+    // The plugin deletes its own RayJob (KubeRay's DeleteSelf); the finalizer is released
+    // on the next call and the garbage collector takes the cluster.
+    let deadline = Instant::now() + TIMEOUT;
+    while fx.rayjobs().get_opt("ephemeral").await?.is_some() {
+        if Instant::now() > deadline {
+            bail!("RayJob ephemeral still exists {TIMEOUT:?} after its TTL");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    fx.wait_cluster_gone(&text(&done, "rayClusterName")).await?;
     fx.finish().await
 }
