@@ -1,9 +1,10 @@
-//! The host controller. For each parent kind (RayCluster now; RayJob and RayService reuse
+//! The host controller. For each parent kind (RayCluster and RayJob; RayService will reuse
 //! the same driver) it watches the parents and, through label-selected watches, the children
 //! they control; gathers what a decision needs; calls the reconciler plugin bound to the
 //! kind (or the one an object picks with the `wasmray.io/plugin` annotation); and carries
 //! out the answer: creates, applies and deletes children, writes status only when it
-//! changed, records events and requeues. A reconcile that changes nothing writes nothing.
+//! changed, records events, carries out the Ray actions the plugin asked for and requeues.
+//! A reconcile that changes nothing writes nothing.
 //!
 //! Modules: [`cache`] (child caches indexed by parent), [`observe`] (objects to contract
 //! records), [`expectations`] (a plugin sees its own writes), [`apply`] (writes),
