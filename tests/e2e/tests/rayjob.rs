@@ -689,6 +689,54 @@ async fn suspend_tears_down_and_resume_starts_with_new_names() -> anyhow::Result
 }
 
 #[tokio::test]
+async fn suspending_a_k8s_job_mode_rayjob_deletes_its_submitter() -> anyhow::Result<()> {
+    let fx = Fixture::new("rayjob-suspend-k8s").await?;
+    let entrypoint = fx.ray.python_entrypoint("import time; time.sleep(60)");
+    fx.create(fx.rayjob(
+        "pausesub",
+        json!({"submissionMode": "K8sJobMode", "entrypoint": entrypoint.clone(),
+               "shutdownAfterJobFinishes": true}),
+    ))
+    .await?;
+    // As in the K8sJobMode test, the test plays the submitter kwok does not run.
+    let chosen = fx
+        .wait_status("pausesub", "given a job id", |s| {
+            !text(s, "jobId").is_empty()
+        })
+        .await?;
+    let job_id = text(&chosen, "jobId");
+    fx.dashboard
+        .submit_job(
+            &fx.head(),
+            &JobSubmission {
+                entrypoint,
+                submission_id: job_id.clone(),
+                ..JobSubmission::default()
+            },
+        )
+        .await?;
+    let running = fx
+        .wait_status("pausesub", "running in Ray", |s| {
+            s["jobStatus"] == "RUNNING"
+        })
+        .await?;
+    let submitter_uid = fx.jobs().get("pausesub").await?.uid();
+    fx.patch_spec("pausesub", json!({"suspend": true})).await?;
+    fx.wait_deployment("pausesub", "Suspended").await?;
+    fx.wait_cluster_gone(&text(&running, "rayClusterName"))
+        .await?;
+    let deadline = Instant::now() + TIMEOUT;
+    while fx.jobs().get_opt("pausesub").await?.map(|job| job.uid()) == Some(submitter_uid.clone()) {
+        if Instant::now() > deadline {
+            bail!("the submitter Job survived the suspension by {TIMEOUT:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let _ = fx.dashboard.stop_job(&fx.head(), &job_id).await;
+    fx.finish().await
+}
+
+#[tokio::test]
 async fn invalid_rayjobs_fail_validation_and_create_nothing() -> anyhow::Result<()> {
     use wasmray_crds::messages as m;
     let fx = Fixture::new("rayjob-invalid").await?;
