@@ -173,6 +173,15 @@ impl Stats {
     }
 }
 
+/// Where the controllers report: counters for tests and benchmarks, Prometheus metrics,
+/// cache readiness for `/readyz`.
+#[derive(Clone, Debug, Default)]
+pub struct Telemetry {
+    pub stats: Arc<Stats>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub readiness: Arc<crate::health::Readiness>,
+}
+
 /// Runs the controllers of every parent kind (RayCluster, RayJob) for the configured
 /// namespaces until `shutdown` turns true.
 pub async fn run(
@@ -192,12 +201,27 @@ pub async fn run_with_stats(
     shutdown: tokio::sync::watch::Receiver<bool>,
     stats: Arc<Stats>,
 ) {
+    let telemetry = Telemetry {
+        stats,
+        ..Telemetry::default()
+    };
+    run_with_telemetry(client, plugins, config, shutdown, telemetry).await;
+}
+
+/// [`run`], reporting into `telemetry`.
+pub async fn run_with_telemetry(
+    client: kube::Client,
+    plugins: plugin::PluginHost,
+    config: ControllerConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    telemetry: Telemetry,
+) {
     let namespaces: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
     } else {
         config.namespaces.iter().cloned().map(Some).collect()
     };
-    let shared = parent::Shared::new(client, plugins, config, stats);
+    let shared = parent::Shared::new(client, plugins, config, telemetry);
     let stopped = || {
         let mut stop = shutdown.clone();
         async move {

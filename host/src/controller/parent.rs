@@ -38,7 +38,9 @@ use super::wit::{
     DashboardReachability, EventType as WitEventType, HostFacts, ObservedObject, ObservedPod,
     ObservedService, RayObservations, ReconcileInput, ReconcileOutput,
 };
-use super::{ControllerConfig, PLUGIN_ANNOTATION, Stats};
+use super::{ControllerConfig, PLUGIN_ANNOTATION, Stats, Telemetry};
+use crate::health;
+use crate::metrics::{Metrics, ReconcileOutcome};
 use std::sync::atomic::Ordering;
 
 /// Key of `ray.extensions` under which the host reports the failed pod write of the
@@ -129,6 +131,8 @@ pub struct Shared {
     /// Bounds reconciles in flight across namespaces and kinds.
     pub permits: Semaphore,
     pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<health::Readiness>,
     resolver: ResourceResolver,
 }
 
@@ -137,7 +141,7 @@ impl Shared {
         client: Client,
         plugins: PluginHost,
         config: ControllerConfig,
-        stats: Arc<Stats>,
+        telemetry: Telemetry,
     ) -> Arc<Self> {
         let permits = Semaphore::new(usize::from(config.concurrency.max(1)));
         Arc::new(Shared {
@@ -145,7 +149,9 @@ impl Shared {
             plugins,
             config,
             permits,
-            stats,
+            stats: telemetry.stats,
+            metrics: telemetry.metrics,
+            readiness: telemetry.readiness,
             resolver: ResourceResolver::default(),
         })
     }
@@ -844,12 +850,18 @@ async fn reconcile<P: ParentKind>(
         .stats
         .plugin_calls
         .fetch_add(1, Ordering::Relaxed);
-    let output = match scope
+    let called = std::time::Instant::now();
+    let answer = scope
         .shared
         .plugins
         .reconcile(&plugin, P::kind(&()).as_ref(), input)
-        .await
-    {
+        .await;
+    scope.shared.metrics.plugin_call(
+        &plugin,
+        called.elapsed(),
+        answer.as_ref().err().map(|failure| failure.reason.as_str()),
+    );
+    let output = match answer {
         Ok(output) => output,
         Err(failure) => {
             scope.record_plugin_failure(&parent, &uid, &failure).await;
@@ -880,11 +892,32 @@ async fn reconcile<P: ParentKind>(
             Ok(action)
         }
         Err(ReconcileError::Plugin(failure)) => {
+            scope
+                .shared
+                .metrics
+                .plugin_failure(&plugin, &failure.reason);
             scope.record_plugin_failure(&parent, &uid, &failure).await;
             Err(ReconcileError::Plugin(failure))
         }
         Err(error) => Err(error),
     }
+}
+
+/// [`reconcile`], timed and counted per kind.
+async fn measured_reconcile<P: ParentKind>(
+    parent: Arc<P>,
+    scope: Arc<Scope<P>>,
+) -> Result<Action, ReconcileError> {
+    let started = std::time::Instant::now();
+    let metrics = scope.shared.metrics.clone();
+    let result = reconcile(parent, scope).await;
+    let outcome = match &result {
+        Err(_) => ReconcileOutcome::Error,
+        Ok(action) if *action == Action::await_change() => ReconcileOutcome::Success,
+        Ok(_) => ReconcileOutcome::RequeueAfter,
+    };
+    metrics.reconcile_done(&P::kind(&()), outcome, started.elapsed());
+    result
 }
 
 fn error_policy<P: ParentKind>(
@@ -922,6 +955,13 @@ pub async fn run_controller<P: ParentKind>(
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    // Registered before the first await, so that /readyz cannot see every scope synced
+    // while another is yet to register.
+    let synced = shared.readiness.register(format!(
+        "{} in {}",
+        P::kind(&()),
+        namespace.as_deref().unwrap_or("all namespaces")
+    ));
     let scope = Arc::new(Scope::<P>::new(shared.clone(), namespace));
     let watches = P::child_watches();
     let parent_kind = ParentKindRef::of::<P>();
@@ -975,10 +1015,20 @@ pub async fn run_controller<P: ParentKind>(
     tracing::info!(kind = %P::kind(&()), ?caches, "child caches synced; starting the controller");
 
     let (reader, writer) = reflector::store::<P>();
+    shared.metrics.watch_parents(reader.clone());
+    // Ready for /readyz at the end of the first full list. (Not Store::wait_until_ready
+    // in another task: its one-shot channel wakes only the last of several waiters, and
+    // the controller waits on it too.)
+    let mut synced = Some(synced);
     let forget_scope = scope.clone();
     let parents = watcher(scope.api::<P>(), watcher::Config::default())
         .default_backoff()
         .map(move |event| {
+            if let Ok(watcher::Event::InitDone) = &event
+                && let Some(synced) = synced.take()
+            {
+                synced.synced();
+            }
             if let Ok(watcher::Event::Delete(parent)) = &event
                 && let Some(uid) = parent.uid()
             {
@@ -1002,7 +1052,7 @@ pub async fn run_controller<P: ParentKind>(
         .reconcile_on(triggered)
         .with_config(controller_config)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::<P>, error_policy::<P>, scope)
+        .run(measured_reconcile::<P>, error_policy::<P>, scope)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "reconcile did not complete");

@@ -1,0 +1,1061 @@
+//! The `wasmray` command: flags, the configuration file, and the process around the
+//! controllers (plugins, client, endpoints, leader election, signals).
+//!
+//! Settings come from three places; for each setting the first that gives it wins:
+//! 1. a flag given on the command line;
+//! 2. the `--config` file (KubeRay's `config.ray.io/v1alpha1` `Configuration` fields that
+//!    apply, plus WasmRay's plugin settings);
+//! 3. the default.
+//!
+//! KubeRay instead ignores every flag but `--feature-gates` and the log flags once
+//! `--config` is given; with the same values in both places the result is the same, and
+//! WasmRay's rule lets one flag override a shared file. Lists and maps (plugins, bindings,
+//! plugin configuration, feature gates) merge per entry, the flag's entry winning.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+use crate::controller::{self, ControllerConfig, Telemetry, plugin::PluginHost};
+use crate::health::{self, Endpoints, Role as ElectionRole};
+use crate::leader::{self, Elector, LeaseTimings};
+use crate::runtime::Role;
+
+/// Parent kinds a reconciler can be bound to.
+pub const PARENT_KINDS: [&str; 3] = ["RayCluster", "RayJob", "RayService"];
+/// Plugin setting (host facts) naming the batch scheduler bound by `--batch-scheduler`.
+pub const BATCH_SCHEDULER_SETTING: &str = "batch-scheduler";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (KubeRay's `console`).
+    #[value(alias = "console")]
+    #[serde(alias = "console")]
+    Text,
+    Json,
+}
+
+/// The WasmRay operator: serves KubeRay's ray.io/v1 API with decisions made by WebAssembly
+/// plugins. Runs against the in-cluster configuration or the current kubeconfig.
+///
+/// Flags given here win over the --config file, which wins over the defaults.
+#[derive(Debug, Default, Parser)]
+#[command(name = "wasmray", version, about)]
+pub struct Flags {
+    /// YAML file with KubeRay's Configuration fields that apply and WasmRay's plugin
+    /// settings (see deploy/README.md).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// Address of /metrics (and the probes): `:8080`, `127.0.0.1:8080`, or `0` to disable.
+    /// Default :8080.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+
+    /// Address of /healthz and /readyz (and /metrics), or `0` to disable. Default :8082.
+    #[arg(long)]
+    pub health_probe_bind_address: Option<String>,
+
+    /// Run the controllers only while holding the leader Lease. Default true.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_leader_election: Option<bool>,
+
+    /// Namespace of the leader Lease. Default: the pod's namespace (POD_NAMESPACE or the
+    /// in-cluster namespace), else the kubeconfig's.
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader Lease. Default wasmray-operator-leader (KubeRay uses
+    /// ray-operator-leader; a different name lets both run during a migration).
+    #[arg(long)]
+    pub leader_election_id: Option<String>,
+
+    /// How long a standby waits for a silent leader before taking over. Default 15s.
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_election_lease_duration: Option<Duration>,
+
+    /// How long the leader retries renewing before it gives up the lead. Default 10s.
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_election_renew_deadline: Option<Duration>,
+
+    /// Time between lease attempts. Default 2s.
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_election_retry_period: Option<Duration>,
+
+    /// Namespaces to watch (repeatable or comma-separated); all namespaces when not given.
+    #[arg(
+        long = "watch-namespace",
+        value_delimiter = ',',
+        env = "WATCH_NAMESPACE"
+    )]
+    pub watch_namespace: Vec<String>,
+
+    /// Reconciles running at once. Default 1.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub reconcile_concurrency: Option<u16>,
+
+    /// Feature gates as `Name=true|false,...` (KubeRay's gates, e.g.
+    /// RayClusterStatusConditions, RayMultiHostIndexing).
+    #[arg(long, value_delimiter = ',', value_parser = parse_feature_gate)]
+    pub feature_gates: Vec<(String, bool)>,
+
+    /// Client-side limit of API requests per second (0 or less: none). Default 100.
+    #[arg(long)]
+    pub qps: Option<f32>,
+
+    /// Requests allowed at once above the --qps rate. Default 200.
+    #[arg(long)]
+    pub burst: Option<u32>,
+
+    /// Log output format (`console` is accepted for text). Default text.
+    #[arg(long, alias = "log-stdout-encoder", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Name of the scheduler plugin for gang scheduling (KubeRay: volcano, yunikorn, ...).
+    /// A scheduler plugin of that name must be registered (built in or --plugin).
+    #[arg(long)]
+    pub batch_scheduler: Option<String>,
+
+    /// Load a plugin component file under a name: `NAME=PATH` (repeatable). A name of a
+    /// built-in plugin replaces it.
+    #[arg(long = "plugin", value_parser = parse_pair)]
+    pub plugins: Vec<(String, String)>,
+
+    /// Bind a parent kind to a reconciler plugin: `KIND=NAME` (repeatable), e.g.
+    /// RayCluster=my-reconciler. Default RayCluster=raycluster.
+    #[arg(long = "plugin-binding", value_parser = parse_pair)]
+    pub plugin_bindings: Vec<(String, String)>,
+
+    /// Configuration text for a plugin, read from a file: `NAME=PATH` (repeatable).
+    #[arg(long = "plugin-config", value_parser = parse_pair)]
+    pub plugin_configs: Vec<(String, String)>,
+
+    /// Reload a --plugin file when it changes, swapping the plugin atomically.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_plugin_files: Option<bool>,
+
+    /// Directory for compiled plugin code, so restarts skip compilation.
+    #[arg(long, env = "WASMRAY_PLUGIN_CACHE_DIR")]
+    pub plugin_cache_dir: Option<PathBuf>,
+
+    /// Wait this long for related changes to settle before reconciling (milliseconds).
+    /// Default 0.
+    #[arg(long)]
+    pub reconcile_debounce_ms: Option<u64>,
+
+    /// Honour the `wasmray.io/dashboard-address` RayCluster annotation instead of the head
+    /// Service's address. For tests and demos only: with it, anyone who may annotate a
+    /// RayCluster (or RayJob) picks the address the operator calls.
+    #[arg(long)]
+    pub allow_dashboard_address_override: bool,
+}
+
+fn parse_feature_gate(text: &str) -> Result<(String, bool), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("feature gate {text:?} is not Name=true|false"))?;
+    let enabled = value
+        .trim()
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| format!("feature gate {name}: {value:?} is not true or false"))?;
+    Ok((name.trim().to_owned(), enabled))
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() && !value.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+/// A Go-style duration: `500ms`, `15s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m or h)"))?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 15s"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// A plugin loaded from a file (config file form).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The `--config` file: KubeRay's `Configuration` (the fields that apply) plus WasmRay's.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileConfig {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+
+    // KubeRay's fields.
+    pub metrics_addr: Option<String>,
+    pub probe_addr: Option<String>,
+    pub enable_leader_election: Option<bool>,
+    pub leader_election_namespace: Option<String>,
+    pub reconcile_concurrency: Option<u16>,
+    /// Comma-separated, as KubeRay's.
+    pub watch_namespace: Option<String>,
+    pub log_stdout_encoder: Option<LogFormat>,
+    pub batch_scheduler: Option<String>,
+    /// Deprecated in KubeRay: means `batchScheduler: volcano`.
+    pub enable_batch_scheduler: Option<bool>,
+    pub qps: Option<f32>,
+    pub burst: Option<u32>,
+
+    // KubeRay's fields WasmRay does not implement; accepted so a KubeRay file loads, and
+    // named in a startup warning when set.
+    pub log_file: Option<serde_yaml::Value>,
+    pub log_file_encoder: Option<serde_yaml::Value>,
+    pub use_kubernetes_proxy: Option<serde_yaml::Value>,
+    /// As KubeRay's DELETE_RAYJOB_CR_AFTER_JOB_FINISHES, which wins when set.
+    pub delete_ray_job_after_job_finishes: Option<bool>,
+    pub enable_metrics: Option<serde_yaml::Value>,
+    pub head_sidecar_containers: Option<serde_yaml::Value>,
+    pub worker_sidecar_containers: Option<serde_yaml::Value>,
+    pub default_container_envs: Option<serde_yaml::Value>,
+
+    // WasmRay's.
+    #[serde(rename = "leaderElectionID")]
+    pub leader_election_id: Option<String>,
+    pub leader_election_lease_duration: Option<String>,
+    pub leader_election_renew_deadline: Option<String>,
+    pub leader_election_retry_period: Option<String>,
+    #[serde(default)]
+    pub feature_gates: BTreeMap<String, bool>,
+    #[serde(default)]
+    pub plugins: Vec<PluginFile>,
+    /// Parent kind to reconciler plugin name.
+    #[serde(default)]
+    pub bindings: BTreeMap<String, String>,
+    /// Plugin name to the configuration text it receives.
+    #[serde(default)]
+    pub plugin_config: BTreeMap<String, String>,
+    pub watch_plugin_files: Option<bool>,
+    pub plugin_cache_dir: Option<PathBuf>,
+    pub reconcile_debounce_ms: Option<u64>,
+}
+
+impl FileConfig {
+    /// KubeRay fields set in the file that WasmRay ignores.
+    pub fn ignored_fields(&self) -> Vec<&'static str> {
+        [
+            ("logFile", self.log_file.is_some()),
+            ("logFileEncoder", self.log_file_encoder.is_some()),
+            ("useKubernetesProxy", self.use_kubernetes_proxy.is_some()),
+            ("enableMetrics", self.enable_metrics.is_some()),
+            (
+                "headSidecarContainers",
+                self.head_sidecar_containers.is_some(),
+            ),
+            (
+                "workerSidecarContainers",
+                self.worker_sidecar_containers.is_some(),
+            ),
+            (
+                "defaultContainerEnvs",
+                self.default_container_envs.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect()
+    }
+}
+
+/// A setting that cannot be used; names the field or flag.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("reading the config file {path}: {source}")]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not a valid configuration: {source}")]
+    ParseConfig {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Every setting of the process, resolved.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub metrics_addr: Option<SocketAddr>,
+    pub probe_addr: Option<SocketAddr>,
+    pub leader_election: bool,
+    pub leader_election_namespace: Option<String>,
+    pub leader_election_id: String,
+    pub lease_timings: LeaseTimings,
+    pub qps: f32,
+    pub burst: u32,
+    pub log_format: LogFormat,
+    /// Plugin files to load, by name.
+    pub plugin_files: BTreeMap<String, PathBuf>,
+    pub watch_plugin_files: bool,
+    pub plugin_cache_dir: Option<PathBuf>,
+    pub batch_scheduler: Option<String>,
+    /// KubeRay fields of the config file that are ignored (for a startup warning).
+    pub ignored_fields: Vec<&'static str>,
+    pub controller: ControllerConfig,
+}
+
+fn file_duration(field: &str, text: Option<&String>) -> Result<Option<Duration>, SettingsError> {
+    text.map(|text| parse_duration(text).map_err(|message| invalid(field, message)))
+        .transpose()
+}
+
+fn address(
+    field: &str,
+    text: Option<&String>,
+) -> Result<Option<Option<SocketAddr>>, SettingsError> {
+    text.map(|text| health::parse_listen_address(text).map_err(|message| invalid(field, message)))
+        .transpose()
+}
+
+impl Settings {
+    /// Reads the `--config` file, if any, and resolves every setting.
+    pub fn load(flags: Flags) -> Result<Settings, SettingsError> {
+        let file = match &flags.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| SettingsError::ReadConfig {
+                        path: path.clone(),
+                        source,
+                    })?;
+                serde_yaml::from_str(&text).map_err(|source| SettingsError::ParseConfig {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Settings::resolve(flags, file, |path| std::fs::read_to_string(path))
+    }
+
+    /// Resolves flags over the file over the defaults. `read` reads `--plugin-config` files.
+    pub fn resolve(
+        flags: Flags,
+        file: FileConfig,
+        read: impl Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<Settings, SettingsError> {
+        if let Some(kind) = &file.kind
+            && kind != "Configuration"
+        {
+            return Err(invalid("kind", format!("{kind:?} is not Configuration")));
+        }
+        let defaults = LeaseTimings::default();
+        let lease_timings = LeaseTimings {
+            lease_duration: flags
+                .leader_election_lease_duration
+                .or(file_duration(
+                    "leaderElectionLeaseDuration",
+                    file.leader_election_lease_duration.as_ref(),
+                )?)
+                .unwrap_or(defaults.lease_duration),
+            renew_deadline: flags
+                .leader_election_renew_deadline
+                .or(file_duration(
+                    "leaderElectionRenewDeadline",
+                    file.leader_election_renew_deadline.as_ref(),
+                )?)
+                .unwrap_or(defaults.renew_deadline),
+            retry_period: flags
+                .leader_election_retry_period
+                .or(file_duration(
+                    "leaderElectionRetryPeriod",
+                    file.leader_election_retry_period.as_ref(),
+                )?)
+                .unwrap_or(defaults.retry_period),
+        };
+        lease_timings
+            .validate()
+            .map_err(|message| invalid("leader election timings", message))?;
+
+        let namespaces: Vec<String> = if flags.watch_namespace.is_empty() {
+            file.watch_namespace
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::to_owned)
+                .collect()
+        } else {
+            flags.watch_namespace
+        };
+        let mut namespaces: Vec<String> = namespaces
+            .iter()
+            .map(|namespace| namespace.trim().to_owned())
+            .filter(|namespace| !namespace.is_empty())
+            .collect();
+        namespaces.dedup();
+
+        let concurrency = flags
+            .reconcile_concurrency
+            .or(file.reconcile_concurrency)
+            .unwrap_or(1);
+        if concurrency == 0 {
+            return Err(invalid("reconcileConcurrency", "must be at least 1"));
+        }
+
+        let mut feature_gates = file.feature_gates.clone();
+        feature_gates.extend(flags.feature_gates);
+
+        let mut plugin_files: BTreeMap<String, PathBuf> = file
+            .plugins
+            .iter()
+            .map(|plugin| (plugin.name.clone(), plugin.path.clone()))
+            .collect();
+        plugin_files.extend(
+            flags
+                .plugins
+                .into_iter()
+                .map(|(name, path)| (name, PathBuf::from(path))),
+        );
+
+        let mut controller = ControllerConfig::default();
+        controller.bindings.extend(file.bindings.clone());
+        controller.bindings.extend(flags.plugin_bindings);
+        for kind in controller.bindings.keys() {
+            if !PARENT_KINDS.contains(&kind.as_str()) {
+                return Err(invalid(
+                    "plugin binding",
+                    format!(
+                        "{kind:?} is not a parent kind ({})",
+                        PARENT_KINDS.join(", ")
+                    ),
+                ));
+            }
+        }
+        controller.plugin_config = file.plugin_config.clone();
+        for (name, path) in flags.plugin_configs {
+            let text = read(Path::new(&path)).map_err(|error| {
+                invalid(
+                    "--plugin-config",
+                    format!("{name}: reading {path}: {error}"),
+                )
+            })?;
+            controller.plugin_config.insert(name, text);
+        }
+        controller.namespaces = namespaces;
+        controller.concurrency = concurrency;
+        controller.debounce = Duration::from_millis(
+            flags
+                .reconcile_debounce_ms
+                .or(file.reconcile_debounce_ms)
+                .unwrap_or(0),
+        );
+        controller.feature_gates = feature_gates;
+        controller.allow_dashboard_address_override = flags.allow_dashboard_address_override;
+        controller.settings = controller::settings_from_env(|name| std::env::var(name).ok());
+        if let Some(delete) = file.delete_ray_job_after_job_finishes {
+            let (_, key) = controller::rayjob::SETTINGS_FROM_ENV
+                .iter()
+                .find(|(env, _)| *env == "DELETE_RAYJOB_CR_AFTER_JOB_FINISHES")
+                .ok_or_else(|| {
+                    invalid(
+                        "deleteRayJobAfterJobFinishes",
+                        "no RayJob setting carries it",
+                    )
+                })?;
+            controller
+                .settings
+                .entry((*key).to_owned())
+                .or_insert_with(|| delete.to_string());
+        }
+
+        let batch_scheduler = flags
+            .batch_scheduler
+            .or(file.batch_scheduler.clone())
+            .or_else(|| (file.enable_batch_scheduler == Some(true)).then(|| "volcano".to_owned()))
+            .filter(|name| !name.trim().is_empty());
+        if let Some(name) = &batch_scheduler {
+            controller
+                .settings
+                .insert(BATCH_SCHEDULER_SETTING.to_owned(), name.clone());
+        }
+
+        Ok(Settings {
+            metrics_addr: address("--metrics-addr", flags.metrics_addr.as_ref())?
+                .or(address("metricsAddr", file.metrics_addr.as_ref())?)
+                .unwrap_or_else(|| Some(SocketAddr::from(([0, 0, 0, 0], 8080)))),
+            probe_addr: address(
+                "--health-probe-bind-address",
+                flags.health_probe_bind_address.as_ref(),
+            )?
+            .or(address("probeAddr", file.probe_addr.as_ref())?)
+            .unwrap_or_else(|| Some(SocketAddr::from(([0, 0, 0, 0], 8082)))),
+            leader_election: flags
+                .enable_leader_election
+                .or(file.enable_leader_election)
+                .unwrap_or(true),
+            leader_election_namespace: flags
+                .leader_election_namespace
+                .or(file.leader_election_namespace.clone())
+                .filter(|namespace| !namespace.is_empty()),
+            leader_election_id: flags
+                .leader_election_id
+                .or(file.leader_election_id.clone())
+                .unwrap_or_else(|| leader::DEFAULT_LEASE_NAME.to_owned()),
+            lease_timings,
+            qps: flags.qps.or(file.qps).unwrap_or(100.0),
+            burst: flags.burst.or(file.burst).unwrap_or(200),
+            log_format: flags
+                .log_format
+                .or(file.log_stdout_encoder)
+                .unwrap_or(LogFormat::Text),
+            plugin_files,
+            watch_plugin_files: flags
+                .watch_plugin_files
+                .or(file.watch_plugin_files)
+                .unwrap_or(false),
+            plugin_cache_dir: flags.plugin_cache_dir.or(file.plugin_cache_dir.clone()),
+            batch_scheduler,
+            ignored_fields: file.ignored_fields(),
+            controller,
+        })
+    }
+}
+
+/// A plugin setting that does not match the plugins loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginSetupError {
+    #[error("plugin {name} from {path}: {message}")]
+    Load {
+        name: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("binding {kind}={plugin}: {message}")]
+    Binding {
+        kind: String,
+        plugin: String,
+        message: String,
+    },
+    #[error(
+        "--batch-scheduler {name}: no scheduler plugin of that name is registered (scheduler plugins: {available})"
+    )]
+    NoScheduler { name: String, available: String },
+}
+
+/// Loads the built-in plugins and the plugin files, then checks the bindings and the batch
+/// scheduler against what is installed.
+pub async fn load_plugins(settings: &Settings) -> anyhow::Result<PluginHost> {
+    let plugins = PluginHost::with_builtins(settings.plugin_cache_dir.as_deref())
+        .await
+        .context("loading the built-in plugins")?;
+    let runtime = plugins.runtime();
+    for (name, path) in &settings.plugin_files {
+        let plugin =
+            runtime
+                .load_file(name, path)
+                .await
+                .map_err(|error| PluginSetupError::Load {
+                    name: name.clone(),
+                    path: path.clone(),
+                    message: format!("{error:#}"),
+                })?;
+        runtime.registry().install(plugin);
+    }
+    check_plugins(&plugins, settings)?;
+    Ok(plugins)
+}
+
+fn check_plugins(plugins: &PluginHost, settings: &Settings) -> Result<(), PluginSetupError> {
+    let registry = plugins.runtime().registry();
+    for (kind, name) in &settings.controller.bindings {
+        let binding = |message: String| PluginSetupError::Binding {
+            kind: kind.clone(),
+            plugin: name.clone(),
+            message,
+        };
+        let plugin = registry
+            .get(name)
+            .ok_or_else(|| binding("no plugin of that name is registered".to_owned()))?;
+        if plugin.role() != Role::Reconciler {
+            return Err(binding(format!(
+                "{} is a {}, not a reconciler",
+                plugin.id(),
+                plugin.role().as_str()
+            )));
+        }
+        if !plugin.kinds().iter().any(|served| served == kind) {
+            return Err(binding(format!(
+                "{} serves {:?}, not {kind}",
+                plugin.id(),
+                plugin.kinds()
+            )));
+        }
+    }
+    if let Some(name) = &settings.batch_scheduler {
+        let is_scheduler = registry
+            .get(name)
+            .is_some_and(|plugin| plugin.role() == Role::Scheduler);
+        if !is_scheduler {
+            let available: Vec<String> = registry
+                .list()
+                .iter()
+                .filter(|plugin| plugin.role() == Role::Scheduler)
+                .map(|plugin| plugin.id().name.clone())
+                .collect();
+            return Err(PluginSetupError::NoScheduler {
+                name: name.clone(),
+                available: if available.is_empty() {
+                    "none".to_owned()
+                } else {
+                    available.join(", ")
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A second initialisation (tests running the entry point twice) keeps the first.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The binary's entry point: parses the command line, runs until SIGINT/SIGTERM, and exits
+/// non-zero on a startup error or when the leader lease is lost.
+pub fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("wasmray: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(flags)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("wasmray: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the operator with `flags` until a signal, a startup error or a lost lease.
+pub async fn run(flags: Flags) -> anyhow::Result<()> {
+    let settings = Settings::load(flags)?;
+    init_logging(settings.log_format);
+    if !settings.ignored_fields.is_empty() {
+        tracing::warn!(fields = ?settings.ignored_fields, "the config file sets KubeRay fields WasmRay does not implement; they are ignored");
+    }
+
+    let telemetry = Telemetry::default();
+    let plugins = load_plugins(&settings).await?;
+    let kube_config = kube::Config::infer()
+        .await
+        .context("no kubeconfig and no in-cluster configuration")?;
+    let client = crate::client::build(
+        controller::with_user_agent(kube_config, controller::USER_AGENT),
+        crate::client::TokenBucket::new(settings.qps, settings.burst),
+        Arc::clone(&telemetry.metrics),
+    )
+    .context("building the Kubernetes client")?;
+
+    let endpoints = Endpoints {
+        metrics: Arc::clone(&telemetry.metrics),
+        readiness: Arc::clone(&telemetry.readiness),
+    };
+    let mut addresses: Vec<SocketAddr> = [settings.metrics_addr, settings.probe_addr]
+        .into_iter()
+        .flatten()
+        .collect();
+    addresses.dedup();
+    let mut servers = Vec::new();
+    for address in addresses {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address} for /metrics, /healthz, /readyz"))?;
+        tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+        servers.push(tokio::spawn(health::serve(listener, endpoints.clone())));
+    }
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    if settings.watch_plugin_files && !settings.plugin_files.is_empty() {
+        tokio::spawn(crate::reload::watch_plugin_files(
+            plugins.clone(),
+            settings.plugin_files.clone(),
+            stopped.clone(),
+        ));
+    }
+
+    tracing::info!(
+        namespaces = ?settings.controller.namespaces,
+        concurrency = settings.controller.concurrency,
+        bindings = ?settings.controller.bindings,
+        batch_scheduler = ?settings.batch_scheduler,
+        plugins = ?plugins.describe(),
+        leader_election = settings.leader_election,
+        "starting"
+    );
+    let controllers = controller::run_with_telemetry(
+        client.clone(),
+        plugins,
+        settings.controller.clone(),
+        stopped.clone(),
+        telemetry.clone(),
+    );
+    let result = if settings.leader_election {
+        let namespace = settings
+            .leader_election_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|ns| !ns.is_empty())
+            })
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let mut elector = Elector::new(
+            client,
+            &namespace,
+            &settings.leader_election_id,
+            leader::default_identity(),
+            settings.lease_timings.clone(),
+        );
+        telemetry.readiness.set_role(ElectionRole::Standby);
+        tracing::info!(lease = %elector.lease(), identity = %elector.identity(), "waiting for the leader lease");
+        if elector.acquire(&mut stopped.clone()).await {
+            telemetry.readiness.set_role(ElectionRole::Leader);
+            let lost = tokio::select! {
+                () = controllers => None,
+                lost = elector.hold() => Some(lost),
+            };
+            match lost {
+                // Exit at once: another replica may already be writing.
+                Some(lost) => Err(anyhow::Error::new(lost)),
+                None => {
+                    elector.release().await;
+                    Ok(())
+                }
+            }
+        } else {
+            Ok(())
+        }
+    } else {
+        controllers.await;
+        Ok(())
+    };
+    for server in servers {
+        server.abort();
+    }
+    result
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            () = terminate => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        Flags::try_parse_from(std::iter::once("wasmray").chain(args.iter().copied())).unwrap()
+    }
+
+    fn no_files(path: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            path.display().to_string(),
+        ))
+    }
+
+    #[test]
+    fn flags_parse_like_kuberay() {
+        let flags = flags(&[
+            "--watch-namespace",
+            "a,b",
+            "--watch-namespace=c",
+            "--reconcile-concurrency",
+            "8",
+            "--log-stdout-encoder",
+            "console",
+            "--feature-gates",
+            "RayMultiHostIndexing=true,RayClusterStatusConditions=False",
+            "--metrics-addr",
+            ":9090",
+            "--health-probe-bind-address",
+            "0",
+            "--enable-leader-election=false",
+            "--qps",
+            "50",
+            "--burst",
+            "60",
+        ]);
+        let settings = Settings::resolve(flags, FileConfig::default(), no_files).unwrap();
+        assert_eq!(settings.controller.namespaces, ["a", "b", "c"]);
+        assert_eq!(settings.controller.concurrency, 8);
+        assert_eq!(settings.log_format, LogFormat::Text);
+        assert_eq!(
+            settings.controller.feature_gates,
+            BTreeMap::from([
+                ("RayMultiHostIndexing".to_owned(), true),
+                ("RayClusterStatusConditions".to_owned(), false)
+            ])
+        );
+        assert_eq!(settings.metrics_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(settings.probe_addr, None);
+        assert!(!settings.leader_election);
+        assert_eq!((settings.qps, settings.burst), (50.0, 60));
+        assert!(Flags::try_parse_from(["wasmray", "--reconcile-concurrency", "0"]).is_err());
+        assert!(Flags::try_parse_from(["wasmray", "--feature-gates", "X=maybe"]).is_err());
+        assert!(Flags::try_parse_from(["wasmray", "--plugin", "no-path"]).is_err());
+    }
+
+    #[test]
+    fn defaults_match_kuberay_where_one_exists() {
+        let settings =
+            Settings::resolve(Flags::default(), FileConfig::default(), no_files).unwrap();
+        assert_eq!(settings.metrics_addr, Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(settings.probe_addr, Some("0.0.0.0:8082".parse().unwrap()));
+        assert!(settings.leader_election);
+        assert_eq!(settings.leader_election_id, "wasmray-operator-leader");
+        assert_eq!(settings.lease_timings, LeaseTimings::default());
+        assert_eq!((settings.qps, settings.burst), (100.0, 200));
+        assert_eq!(settings.controller.concurrency, 1);
+        assert!(settings.controller.namespaces.is_empty());
+        assert_eq!(settings.controller.bindings["RayCluster"], "raycluster");
+        assert_eq!(settings.batch_scheduler, None);
+    }
+
+    const KUBERAY_FILE: &str = r#"
+apiVersion: config.ray.io/v1alpha1
+kind: Configuration
+metricsAddr: ":7000"
+probeAddr: "127.0.0.1:7001"
+enableLeaderElection: false
+leaderElectionNamespace: ray-system
+reconcileConcurrency: 4
+watchNamespace: "team-a, team-b"
+logStdoutEncoder: json
+enableBatchScheduler: true
+qps: 20
+burst: 30
+logFile: /tmp/ray.log
+headSidecarContainers: []
+deleteRayJobAfterJobFinishes: true
+leaderElectionID: my-lease
+leaderElectionLeaseDuration: 30s
+featureGates: {RayJobDeletionPolicy: true}
+plugins:
+  - {name: policy, path: /plugins/policy.wasm}
+bindings: {RayCluster: policy}
+pluginConfig: {policy: "maxWorkers: 3"}
+"#;
+
+    #[test]
+    fn a_kuberay_configuration_file_applies() {
+        let file: FileConfig = serde_yaml::from_str(KUBERAY_FILE).unwrap();
+        let settings = Settings::resolve(Flags::default(), file, no_files).unwrap();
+        assert_eq!(settings.metrics_addr, Some("0.0.0.0:7000".parse().unwrap()));
+        assert_eq!(settings.probe_addr, Some("127.0.0.1:7001".parse().unwrap()));
+        assert!(!settings.leader_election);
+        assert_eq!(
+            settings.leader_election_namespace.as_deref(),
+            Some("ray-system")
+        );
+        assert_eq!(settings.leader_election_id, "my-lease");
+        assert_eq!(
+            settings.lease_timings.lease_duration,
+            Duration::from_secs(30)
+        );
+        assert_eq!(settings.controller.concurrency, 4);
+        assert_eq!(settings.controller.namespaces, ["team-a", "team-b"]);
+        assert_eq!(settings.log_format, LogFormat::Json);
+        // The deprecated switch means volcano, as in KubeRay; plugins learn the name.
+        assert_eq!(settings.batch_scheduler.as_deref(), Some("volcano"));
+        assert_eq!(
+            settings.controller.settings[BATCH_SCHEDULER_SETTING],
+            "volcano"
+        );
+        assert_eq!((settings.qps, settings.burst), (20.0, 30));
+        assert_eq!(
+            settings.ignored_fields,
+            ["logFile", "headSidecarContainers"]
+        );
+        assert_eq!(
+            settings.plugin_files["policy"],
+            PathBuf::from("/plugins/policy.wasm")
+        );
+        assert_eq!(settings.controller.bindings["RayCluster"], "policy");
+        assert_eq!(settings.controller.plugin_config["policy"], "maxWorkers: 3");
+        assert!(settings.controller.feature_gates["RayJobDeletionPolicy"]);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_entry_by_entry() {
+        let file: FileConfig = serde_yaml::from_str(KUBERAY_FILE).unwrap();
+        let flags = flags(&[
+            "--reconcile-concurrency=2",
+            "--watch-namespace=only",
+            "--enable-leader-election",
+            "--feature-gates=RayJobDeletionPolicy=false",
+            "--plugin-binding=RayCluster=raycluster",
+            "--plugin-config=policy=/etc/policy.yaml",
+            "--plugin=other=/plugins/other.wasm",
+        ]);
+        let read = |path: &Path| {
+            assert_eq!(path, Path::new("/etc/policy.yaml"));
+            Ok("maxWorkers: 9".to_owned())
+        };
+        let settings = Settings::resolve(flags, file, read).unwrap();
+        assert_eq!(settings.controller.concurrency, 2);
+        assert_eq!(settings.controller.namespaces, ["only"]);
+        assert!(settings.leader_election);
+        assert!(!settings.controller.feature_gates["RayJobDeletionPolicy"]);
+        assert_eq!(settings.controller.bindings["RayCluster"], "raycluster");
+        assert_eq!(settings.controller.plugin_config["policy"], "maxWorkers: 9");
+        assert_eq!(settings.plugin_files.len(), 2);
+        // Not given as a flag: the file's value stays.
+        assert_eq!(settings.metrics_addr, Some("0.0.0.0:7000".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let error = |text: &str| {
+            let file: FileConfig = serde_yaml::from_str(text).unwrap();
+            Settings::resolve(Flags::default(), file, no_files)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            error("metricsAddr: nonsense"),
+            r#"metricsAddr: "nonsense" is not an address like :8080, 127.0.0.1:8080 or 0"#
+        );
+        assert!(
+            error("bindings: {Pod: x}").starts_with("plugin binding: \"Pod\" is not a parent kind")
+        );
+        assert!(error("leaderElectionRetryPeriod: 9s").starts_with("leader election timings:"));
+        assert!(error("kind: Other").starts_with("kind:"));
+        assert!(serde_yaml::from_str::<FileConfig>("noSuchField: 1").is_err());
+        let missing = Settings::resolve(
+            flags(&["--plugin-config=p=/nope"]),
+            FileConfig::default(),
+            no_files,
+        )
+        .unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .starts_with("--plugin-config: p: reading /nope")
+        );
+    }
+
+    #[test]
+    fn durations_as_go_writes_them() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("15d").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[tokio::test]
+    async fn bindings_and_the_batch_scheduler_must_match_installed_plugins() {
+        let plugins = PluginHost::with_builtins(None).await.unwrap();
+        let check = |args: &[&str]| {
+            let settings = Settings::resolve(flags(args), FileConfig::default(), no_files).unwrap();
+            check_plugins(&plugins, &settings).map_err(|error| error.to_string())
+        };
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(check(&["--batch-scheduler=example-scheduler"]), Ok(()));
+        assert_eq!(
+            check(&["--batch-scheduler=volcano"]),
+            Err("--batch-scheduler volcano: no scheduler plugin of that name is registered (scheduler plugins: example-scheduler)".to_owned())
+        );
+        assert!(
+            check(&["--batch-scheduler=raycluster"])
+                .unwrap_err()
+                .starts_with("--batch-scheduler raycluster:")
+        );
+        assert_eq!(
+            check(&["--plugin-binding=RayCluster=missing"]),
+            Err("binding RayCluster=missing: no plugin of that name is registered".to_owned())
+        );
+        let not_a_reconciler =
+            check(&["--plugin-binding=RayCluster=example-scheduler"]).unwrap_err();
+        assert!(
+            not_a_reconciler.contains("is a scheduler, not a reconciler"),
+            "{not_a_reconciler}"
+        );
+        let wrong_kind = check(&["--plugin-binding=RayService=raycluster"]).unwrap_err();
+        assert!(wrong_kind.contains("not RayService"), "{wrong_kind}");
+    }
+}

@@ -1,0 +1,82 @@
+//! Reloading plugin files at runtime (`--watch-plugin-files`): a changed file is loaded and
+//! swapped in through the registry's atomic install, so the next call uses the new code and
+//! calls already running finish on the old. A file that fails to load leaves the running
+//! plugin in place.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::controller::plugin::PluginHost;
+use crate::runtime::digest_of;
+
+/// How often the files are checked. Polling needs no platform file-watch API and costs one
+/// stat per file per period.
+pub const POLL_PERIOD: Duration = Duration::from_secs(2);
+
+/// Watches `files` (plugin name to path) until `stop` turns true.
+pub async fn watch_plugin_files(
+    plugins: PluginHost,
+    files: BTreeMap<String, PathBuf>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut stamps: BTreeMap<String, Option<std::time::SystemTime>> = BTreeMap::new();
+    for (name, path) in &files {
+        stamps.insert(name.clone(), modified(path).await);
+    }
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(POLL_PERIOD) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        for (name, path) in &files {
+            let stamp = modified(path).await;
+            if stamps.get(name) == Some(&stamp) {
+                continue;
+            }
+            stamps.insert(name.clone(), stamp);
+            reload(&plugins, name, path).await;
+        }
+    }
+}
+
+async fn modified(path: &PathBuf) -> Option<std::time::SystemTime> {
+    tokio::fs::metadata(path)
+        .await
+        .and_then(|metadata| metadata.modified())
+        .ok()
+}
+
+/// Loads `path` and installs it under `name` unless its bytes are those already installed.
+pub async fn reload(plugins: &PluginHost, name: &str, path: &PathBuf) {
+    let bytes = match tokio::fs::read(path).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::warn!(plugin = name, path = %path.display(), %error, "cannot read the changed plugin file; keeping the running plugin");
+            return;
+        }
+    };
+    let runtime = plugins.runtime();
+    let digest = digest_of(&bytes);
+    if runtime
+        .registry()
+        .get(name)
+        .is_some_and(|running| running.id().digest == digest)
+    {
+        return;
+    }
+    match runtime.load(name, &bytes).await {
+        Ok(plugin) => {
+            let previous = runtime.registry().install(plugin);
+            tracing::info!(
+                plugin = name,
+                digest = %digest,
+                previous = ?previous.map(|plugin| plugin.id().digest.clone()),
+                "reloaded a changed plugin file"
+            );
+        }
+        Err(error) => {
+            tracing::warn!(plugin = name, path = %path.display(), error = %format!("{error:#}"), "the changed plugin file does not load; keeping the running plugin")
+        }
+    }
+}
