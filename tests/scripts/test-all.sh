@@ -14,6 +14,11 @@ log "preparing the Ray virtualenv (real Ray head for the Ray e2e tests; cached a
 WASMRAY_RAY_VENV=$(tests/scripts/ray-venv.sh)
 export WASMRAY_RAY_VENV
 
+log "building helm and checking the Helm chart (lint, templates, CRD drift)"
+helm_bin=$(tests/tools/helm/build.sh)
+export WASMRAY_HELM_BIN="$helm_bin"
+deploy/helm/check.sh "$helm_bin"
+
 log "checking format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
