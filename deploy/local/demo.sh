@@ -50,7 +50,10 @@ log "installing the ray.io CRDs (server-side apply: they exceed client-side appl
   crd/rayclusters.ray.io crd/rayjobs.ray.io crd/rayservices.ray.io >/dev/null
 
 log "starting the wasmray host (log in $run_dir/wasmray.log)"
-"$wasmray_bin" --plugin-cache-dir "$WASMRAY_CACHE/plugins" >"$run_dir/wasmray.log" 2>&1 &
+# One replica: no leader election. /metrics, /healthz and /readyz on loopback only.
+endpoints=127.0.0.1:${DEMO_METRICS_PORT:-8080}
+"$wasmray_bin" --plugin-cache-dir "$WASMRAY_CACHE/plugins" --enable-leader-election=false \
+  --metrics-addr "$endpoints" --health-probe-bind-address "$endpoints" >"$run_dir/wasmray.log" 2>&1 &
 pids+=($!)
 
 log "applying $sample"
@@ -75,6 +78,7 @@ WasmRay is running. In another terminal:
   kubectl describe raycluster $name
   kubectl patch raycluster $name --type json -p '[{"op":"replace","path":"/spec/workerGroupSpecs/0/replicas","value":3}]'
   kubectl apply -f crds/samples/ray-cluster.gpu-heterogeneous.yaml   # more RayCluster samples in crds/samples/
+  curl -s http://$endpoints/metrics | grep ^kuberay_   # KubeRay's metrics; also /healthz, /readyz
 Host log: $run_dir/wasmray.log    Control plane logs: $run_dir/logs/
 MSG
 if $once; then exit 0; fi
