@@ -4,7 +4,7 @@
 //! plugin in place.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::controller::plugin::PluginHost;
@@ -40,7 +40,7 @@ pub async fn watch_plugin_files(
     }
 }
 
-async fn modified(path: &PathBuf) -> Option<std::time::SystemTime> {
+async fn modified(path: &Path) -> Option<std::time::SystemTime> {
     tokio::fs::metadata(path)
         .await
         .and_then(|metadata| metadata.modified())
@@ -48,7 +48,7 @@ async fn modified(path: &PathBuf) -> Option<std::time::SystemTime> {
 }
 
 /// Loads `path` and installs it under `name` unless its bytes are those already installed.
-pub async fn reload(plugins: &PluginHost, name: &str, path: &PathBuf) {
+pub async fn reload(plugins: &PluginHost, name: &str, path: &Path) {
     let bytes = match tokio::fs::read(path).await {
         Ok(bytes) => bytes,
         Err(error) => {
@@ -78,5 +78,54 @@ pub async fn reload(plugins: &PluginHost, name: &str, path: &PathBuf) {
         Err(error) => {
             tracing::warn!(plugin = name, path = %path.display(), error = %format!("{error:#}"), "the changed plugin file does not load; keeping the running plugin")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtin::BUILTIN_PLUGINS;
+
+    fn bytes_of(name: &str) -> &'static [u8] {
+        BUILTIN_PLUGINS
+            .iter()
+            .find(|plugin| plugin.name == name)
+            .map(|plugin| plugin.bytes)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_changed_file_is_swapped_in_and_a_broken_one_is_not() {
+        let plugins = PluginHost::with_builtins(None).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("wasmray-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy.wasm");
+        let digest = |plugins: &PluginHost| {
+            plugins
+                .runtime()
+                .registry()
+                .get("policy")
+                .map(|plugin| plugin.id().digest.clone())
+        };
+
+        std::fs::write(&path, bytes_of("example-reconciler")).unwrap();
+        reload(&plugins, "policy", &path).await;
+        assert_eq!(
+            digest(&plugins),
+            Some(digest_of(bytes_of("example-reconciler")))
+        );
+
+        std::fs::write(&path, b"not a component").unwrap();
+        reload(&plugins, "policy", &path).await;
+        assert_eq!(
+            digest(&plugins),
+            Some(digest_of(bytes_of("example-reconciler"))),
+            "a file that does not load keeps the running plugin"
+        );
+
+        std::fs::write(&path, bytes_of("raycluster")).unwrap();
+        reload(&plugins, "policy", &path).await;
+        assert_eq!(digest(&plugins), Some(digest_of(bytes_of("raycluster"))));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
