@@ -7,6 +7,7 @@ pub mod constants;
 pub mod crd;
 mod embedded;
 pub mod messages;
+pub mod names;
 pub mod raycluster;
 pub mod rayjob;
 pub mod rayservice;

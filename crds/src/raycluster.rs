@@ -278,6 +278,13 @@ impl RayClusterSpec {
     pub fn is_suspended(&self) -> bool {
         self.suspend.unwrap_or(false)
     }
+
+    /// Ray token authentication: `authOptions` given with a mode other than `disabled`.
+    pub fn token_auth_enabled(&self) -> bool {
+        self.auth_options
+            .as_ref()
+            .is_some_and(|auth| auth.mode != Some(AuthMode::Disabled))
+    }
 }
 
 /// Observed state of a Ray cluster.

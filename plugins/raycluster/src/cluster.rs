@@ -9,13 +9,12 @@ use wasmray_crds::constants::{
     RAY_EXTERNAL_STORAGE_NS_ANNOTATION_KEY, RAY_FT_ENABLED_ANNOTATION_KEY,
     RAY_ORIGINATED_FROM_CRD_LABEL_KEY, WORKER_NODE_TYPE,
 };
-use wasmray_crds::raycluster::{AuthMode, AutoscalerVersion, RayCluster, WorkerGroupSpec};
+use wasmray_crds::raycluster::{AutoscalerVersion, RayCluster, WorkerGroupSpec};
 
 use crate::settings::Settings;
 
-/// KubeRay's `CheckName` budget: 63 minus room for generated suffixes.
-const MAX_GENERATED_NAME_LENGTH: usize = 50;
-const MAX_LABEL_VALUE_LENGTH: usize = 63;
+pub use wasmray_crds::names::{check_label, check_name, head_service_name};
+use wasmray_crds::names::MAX_GENERATED_NAME_LENGTH;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeType {
@@ -123,11 +122,7 @@ impl<'a> ClusterContext<'a> {
             gcs_ft_enabled: gcs_ft_enabled(cluster),
             autoscaling,
             autoscaler_v2: autoscaling && autoscaler_v2_requested(cluster),
-            token_auth: cluster
-                .spec
-                .auth_options
-                .as_ref()
-                .is_some_and(|auth| auth.mode != Some(AuthMode::Disabled)),
+            token_auth: cluster.spec.token_auth_enabled(),
             originated_from_crd: cluster
                 .metadata
                 .labels
@@ -164,7 +159,7 @@ impl<'a> ClusterContext<'a> {
 
     /// The Secret holding the Ray auth token (`auth_token` key).
     pub fn auth_secret_name(&self) -> String {
-        check_name(self.name)
+        wasmray_crds::names::auth_secret_name(self.name)
     }
 
     pub fn owned_by_ray_service(&self) -> bool {
@@ -206,51 +201,8 @@ fn autoscaler_v2_requested(cluster: &RayCluster) -> bool {
     by_option || by_env
 }
 
-/// `<cluster>-head-svc` unless the user named the head Service.
-pub fn head_service_name(cluster: &RayCluster) -> String {
-    cluster
-        .spec
-        .head_group_spec
-        .head_service
-        .as_ref()
-        .and_then(|service| service.metadata.name.as_deref())
-        .filter(|name| !name.is_empty())
-        .map_or_else(
-            || check_name(&format!("{}-head-svc", cluster_name(cluster))),
-            str::to_owned,
-        )
-}
-
 pub fn cluster_name(cluster: &RayCluster) -> &str {
     cluster.metadata.name.as_deref().unwrap_or_default()
-}
-
-/// KubeRay's `CheckName`: keep the last 50 characters; a name may not start with a digit or
-/// punctuation, so such a first character becomes `r`.
-pub fn check_name(name: &str) -> String {
-    fix_first_char(keep_tail(name, MAX_GENERATED_NAME_LENGTH), true)
-}
-
-/// KubeRay's `CheckLabel`: keep the last 63 characters; leading punctuation becomes `r`.
-pub fn check_label(value: &str) -> String {
-    fix_first_char(keep_tail(value, MAX_LABEL_VALUE_LENGTH), false)
-}
-
-fn keep_tail(text: &str, max: usize) -> &str {
-    match text.len().checked_sub(max) {
-        Some(offset) if offset > 0 => text.get(offset..).unwrap_or(text),
-        _ => text,
-    }
-}
-
-fn fix_first_char(text: &str, digits_too: bool) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) if first.is_ascii_punctuation() || (digits_too && first.is_ascii_digit()) => {
-            format!("r{}", chars.as_str())
-        }
-        _ => text.to_owned(),
-    }
 }
 
 /// `generateName` of a pod: the prefix cut to 50 characters, lowercased, `-<type>-` appended.
@@ -281,12 +233,5 @@ mod tests {
             pod_generate_name(&long, NodeType::Head),
             format!("{}-head-", "a".repeat(50))
         );
-        let svc = format!("{}-head-svc", "b".repeat(53));
-        assert_eq!(check_name(&svc).len(), 50);
-        assert!(check_name(&svc).ends_with("-head-svc"));
-        assert_eq!(check_name("-x"), "rx");
-        assert_eq!(check_name("1x"), "rx");
-        assert_eq!(check_label("1x"), "1x");
-        assert_eq!(check_label(&"c".repeat(70)).len(), 63);
     }
 }
