@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod ray_io;
 pub mod raycluster;
 pub mod rayjob;
+pub mod secrets;
 pub mod status;
 
 use std::collections::BTreeMap;

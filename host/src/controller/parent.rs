@@ -30,6 +30,7 @@ use super::expectations::{Expectation, Expectations, Lookup, Readiness};
 use super::observe::{now, observe_object, observed_pod, observed_service};
 use super::plugin::{CallFailure, PluginHost};
 use super::ray_io::{Clusters, FOLLOW_UP, RayIo, asks_nothing_more};
+use super::secrets::{GeneratedSecret, SecretError, SecretsEnsured};
 use super::status::{
     condition_reason, plugin_failure, plugin_failure_condition, status_differs,
     strip_host_conditions,
@@ -113,6 +114,12 @@ pub trait ParentKind:
     fn unowned_pods_selector(&self) -> Option<String> {
         None
     }
+
+    /// Secrets with random content this parent needs before its children are created (a
+    /// plugin has no randomness). The host creates each once, owned by the parent.
+    fn generated_secrets(&self, _config: &ControllerConfig) -> Vec<GeneratedSecret> {
+        Vec::new()
+    }
 }
 
 /// An object in the parent's namespace that the parent refers to by name.
@@ -194,6 +201,8 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     #[error("writing the status of {name}: {source}")]
     Status {
         name: String,
@@ -223,6 +232,7 @@ pub struct Scope<P> {
     pod_write_failures: Mutex<HashMap<String, Value>>,
     /// Ray queries and action results between calls.
     ray: RayIo,
+    secrets: SecretsEnsured,
     _kind: PhantomData<fn() -> P>,
 }
 
@@ -281,6 +291,7 @@ impl<P: ParentKind> Scope<P> {
             failures: Mutex::new(HashMap::new()),
             pod_write_failures: Mutex::new(HashMap::new()),
             ray: RayIo::new(&shared.config),
+            secrets: SecretsEnsured::default(),
             shared,
             namespace,
             _kind: PhantomData,
@@ -759,9 +770,28 @@ impl<P: ParentKind> Scope<P> {
             .remove(uid);
     }
 
+    /// Creates the parent's generated Secrets that do not exist yet.
+    async fn ensure_secrets(&self, parent: &P, uid: &str) -> Result<(), ReconcileError> {
+        let wanted = parent.generated_secrets(&self.shared.config);
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let Some(owner) = parent.controller_owner_ref(&()) else {
+            return Ok(());
+        };
+        let api = Api::namespaced(
+            self.shared.client.clone(),
+            &parent.namespace().unwrap_or_default(),
+        );
+        let created = self.secrets.ensure(&api, uid, &owner, &wanted).await?;
+        self.shared.count_writes(created);
+        Ok(())
+    }
+
     /// Forgets everything about a deleted parent.
     fn forget(&self, uid: &str) {
         self.expectations.forget(uid);
+        self.secrets.forget(uid);
         self.clear_failures(uid);
         self.pod_write_failures
             .lock()
@@ -829,6 +859,9 @@ async fn reconcile<P: ParentKind>(
         finalizers.push(finalizer.to_owned());
         scope.set_finalizers(&parent, &uid, finalizers).await?;
         return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    if !deleting {
+        scope.ensure_secrets(&parent, &uid).await?;
     }
     let plugin = scope.plugin_for(&parent);
     let mut input = scope.gather(&parent, &uid);

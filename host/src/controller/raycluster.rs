@@ -1,14 +1,19 @@
 //! What the host needs to know about RayCluster: which children to watch, and which
 //! operator environment variables (KubeRay's) become plugin settings.
 
+use std::collections::BTreeMap;
+
+use wasmray_crds::constants::RAY_AUTH_TOKEN_SECRET_KEY;
 use wasmray_crds::constants::{
     GCS_FT_REDIS_CLEANUP_FINALIZER, RAY_CLUSTER_HEADLESS_SERVICE_LABEL_KEY, RAY_CLUSTER_LABEL_KEY,
     RAY_CLUSTER_SERVING_SERVICE_LABEL_KEY, RAY_FT_ENABLED_ANNOTATION_KEY,
 };
+use wasmray_crds::names::{auth_secret_name, check_label};
 use wasmray_crds::{RayCluster, validate_ray_cluster};
 
 use super::ControllerConfig;
 use super::parent::{ChildWatches, OtherChildWatch, ParentKind};
+use super::secrets::GeneratedSecret;
 use super::wit::ObservedObject;
 
 /// Plugin setting that turns the Redis cleanup (and so the finalizer) off.
@@ -63,6 +68,22 @@ impl ParentKind for RayCluster {
         validate_ray_cluster(self, &config.crd_feature_gates())
             .is_ok()
             .then_some(GCS_FT_REDIS_CLEANUP_FINALIZER)
+    }
+
+    /// Token auth: the Ray token lives in Secret `<cluster>`, which the cluster's pods and
+    /// the host's dashboard calls read. Like everything else, only for valid clusters.
+    fn generated_secrets(&self, config: &ControllerConfig) -> Vec<GeneratedSecret> {
+        if !self.spec.token_auth_enabled()
+            || validate_ray_cluster(self, &config.crd_feature_gates()).is_err()
+        {
+            return Vec::new();
+        }
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        vec![GeneratedSecret {
+            name: auth_secret_name(name),
+            key: RAY_AUTH_TOKEN_SECRET_KEY,
+            labels: BTreeMap::from([(RAY_CLUSTER_LABEL_KEY.to_owned(), check_label(name))]),
+        }]
     }
 
     /// The cleanup Job (the only Job child: the watch selects `node-type=redis-cleanup`)

@@ -1,0 +1,143 @@
+//! Secrets whose content must be random, which a plugin cannot make (it has no randomness,
+//! so that its decisions replay). The host creates each once, owned by its parent, and
+//! never changes it afterwards; a plugin refers to it by name (e.g. a token-auth RayCluster's
+//! pods read `auth_token` from Secret `<cluster>`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, PostParams};
+
+/// A Secret with one random value, as a parent kind asks for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratedSecret {
+    pub name: String,
+    /// The key whose value is random.
+    pub key: &'static str,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Bytes of randomness per value: KubeRay's token is base64 of 32 random bytes.
+const RANDOM_BYTES: usize = 32;
+
+/// Remembers which Secrets are known to exist, so that each costs one read per parent and
+/// process, not one per reconcile.
+#[derive(Debug, Default)]
+pub struct SecretsEnsured {
+    known: Mutex<HashSet<(String, String)>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("no randomness for Secret {name}: {source}")]
+    Random {
+        name: String,
+        #[source]
+        source: getrandom::Error,
+    },
+    #[error("reading Secret {name}: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("creating Secret {name}: {source}")]
+    Create {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl SecretsEnsured {
+    /// Makes sure each wanted Secret exists; returns how many it created.
+    pub async fn ensure(
+        &self,
+        api: &Api<Secret>,
+        parent_uid: &str,
+        owner: &OwnerReference,
+        wanted: &[GeneratedSecret],
+    ) -> Result<usize, SecretError> {
+        let mut created = 0;
+        for secret in wanted {
+            let key = (parent_uid.to_owned(), secret.name.clone());
+            if self.lock().contains(&key) {
+                continue;
+            }
+            let name = secret.name.clone();
+            let exists = api
+                .get_opt(&name)
+                .await
+                .map_err(|source| SecretError::Read {
+                    name: name.clone(),
+                    source,
+                })?
+                .is_some();
+            if !exists {
+                let object = random_secret(secret, owner)?;
+                match api.create(&PostParams::default(), &object).await {
+                    Ok(_) => created += 1,
+                    // Another writer (a previous leader) made it first: keep theirs.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(source) => return Err(SecretError::Create { name, source }),
+                }
+            }
+            self.lock().insert(key);
+        }
+        Ok(created)
+    }
+
+    /// Forgets a deleted parent's Secrets.
+    pub fn forget(&self, parent_uid: &str) {
+        self.lock().retain(|(uid, _)| uid != parent_uid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn random_secret(secret: &GeneratedSecret, owner: &OwnerReference) -> Result<Secret, SecretError> {
+    let mut bytes = [0u8; RANDOM_BYTES];
+    getrandom::fill(&mut bytes).map_err(|source| SecretError::Random {
+        name: secret.name.clone(),
+        source,
+    })?;
+    let value = base64::engine::general_purpose::STANDARD.encode(bytes);
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(secret.name.clone()),
+            labels: Some(secret.labels.clone()),
+            owner_references: Some(vec![owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([(secret.key.to_owned(), value)])),
+        ..Secret::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_secret_gets_fresh_randomness() {
+        let wanted = GeneratedSecret {
+            name: "c".into(),
+            key: "auth_token",
+            labels: BTreeMap::new(),
+        };
+        let owner = OwnerReference::default();
+        let first = random_secret(&wanted, &owner).unwrap();
+        let second = random_secret(&wanted, &owner).unwrap();
+        let token = |secret: &Secret| secret.string_data.as_ref().unwrap()["auth_token"].clone();
+        assert_ne!(token(&first), token(&second));
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token(&first))
+            .unwrap();
+        assert_eq!(decoded.len(), RANDOM_BYTES);
+    }
+}
