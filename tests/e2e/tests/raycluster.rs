@@ -994,3 +994,105 @@ async fn a_failing_plugin_sets_condition_and_event_and_others_still_reconcile() 
     .await?;
     fx.finish().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_clusters_get_a_random_token_secret_once() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let fx = Fixture::new("rc-token", OperatorOptions::default()).await?;
+    let cluster = "raycluster-kuberay";
+    let mut object = load_sample(&samples_dir().join("ray-cluster.helm-default.yaml"))?;
+    object["spec"]["rayVersion"] = json!("2.52.0");
+    object["spec"]["authOptions"] = json!({"mode": "token"});
+    let created = fx.create(object).await?;
+    fx.wait_ready(cluster, 2).await?;
+
+    let secrets: Api<Secret> = Api::namespaced(fx.client.clone(), &fx.ns.name);
+    let secret = secrets.get(cluster).await?;
+    let owner = secret
+        .owner_references()
+        .first()
+        .context("the Secret has no owner")?;
+    ensure!(owner.kind == "RayCluster" && Some(&owner.uid) == created.metadata.uid.as_ref());
+    ensure!(secret.labels().get("ray.io/cluster").map(String::as_str) == Some(cluster));
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get("auth_token"))
+        .context("no auth_token")?;
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &token.0)?;
+    ensure!(raw.len() == 32, "token is base64 of {} bytes", raw.len());
+
+    // The pods read the token from that Secret.
+    let head = fx
+        .pods(cluster)
+        .await?
+        .into_iter()
+        .find(|pod| pod.labels().get("ray.io/node-type").map(String::as_str) == Some("head"))
+        .context("no head pod")?;
+    let token_ref = head
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.containers.first())
+        .and_then(|container| container.env.as_ref())
+        .and_then(|env| env.iter().find(|var| var.name == "RAY_AUTH_TOKEN"))
+        .and_then(|var| var.value_from.as_ref())
+        .and_then(|from| from.secret_key_ref.as_ref())
+        .context("no RAY_AUTH_TOKEN from a Secret")?;
+    ensure!(token_ref.name == cluster && token_ref.key == "auth_token");
+
+    // Later reconciles keep the token.
+    fx.patch_spec(
+        cluster,
+        json!({"workerGroupSpecs": [group_patch(json!({"replicas": 2}))]}),
+    )
+    .await?;
+    fx.wait_ready(cluster, 3).await?;
+    let again = secrets.get(cluster).await?;
+    ensure!(again.resource_version() == secret.resource_version());
+    fx.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_gcs_ft_cluster_runs_the_redis_cleanup_first() -> anyhow::Result<()> {
+    use k8s_openapi::api::batch::v1::Job;
+    let fx = Fixture::new("rc-gcs-ft", OperatorOptions::default()).await?;
+    let cluster = "raycluster-external-redis";
+    fx.create_sample("ray-cluster.external-redis.yaml").await?;
+    fx.wait_ready(cluster, 2).await?;
+    let finalizer = "ray.io/gcs-ft-redis-cleanup-finalizer";
+    let held = fx.clusters().get(cluster).await?;
+    ensure!(
+        held.finalizers().iter().any(|f| f == finalizer),
+        "finalizers: {:?}",
+        held.finalizers()
+    );
+
+    fx.clusters()
+        .delete(cluster, &DeleteParams::background())
+        .await?;
+    let jobs: Api<Job> = Api::namespaced(fx.client.clone(), &fx.ns.name);
+    let cleanup = eventually("the Redis cleanup Job", || async {
+        let list = jobs
+            .list(&ListParams::default().labels("ray.io/node-type=redis-cleanup"))
+            .await?;
+        list.items.into_iter().next().context("no cleanup Job yet")
+    })
+    .await?;
+    ensure!(
+        cleanup
+            .owner_references()
+            .iter()
+            .any(|owner| owner.kind == "RayCluster" && owner.name == cluster),
+        "the cleanup Job is not owned by the cluster"
+    );
+    // kwok completes Job pods; the host then releases the finalizer.
+    eventually("the cluster gone after the cleanup", || async {
+        ensure!(
+            fx.clusters().get_opt(cluster).await?.is_none(),
+            "cluster still there"
+        );
+        Ok(())
+    })
+    .await?;
+    fx.finish().await
+}
