@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 /// Creates in flight at once, for both the operator's RayClusters and the bare client.
 const CREATE_PARALLELISM: usize = 32;
 const READY_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Status writes a cluster needs at least: its first status, then `ready`.
+const MINIMUM_STATUS_WRITES: f64 = 2.0;
 
 struct Flags {
     clusters: usize,
@@ -464,6 +466,15 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| event writes per cluster | {:.2} |", events as f64 / n);
     println!("| bare-client writes per cluster (pods + services) | {objects_per_cluster:.2} |");
+    // The least an operator can write: every pod and service once, plus the two status
+    // changes a user must see (the first status with desired counts and conditions, then
+    // `ready`).
+    let minimum = objects_per_cluster + MINIMUM_STATUS_WRITES;
+    println!("| minimum writes per cluster (pods + services + {MINIMUM_STATUS_WRITES} status) | {minimum:.2} |");
+    println!(
+        "| writes ratio (goal <= 1.2) | {:.2} |",
+        object_writes as f64 / n / minimum
+    );
     println!(
         "| operator peak RSS (MiB) | {:.1} |",
         operator.peak_rss_kib as f64 / 1024.0
