@@ -7,6 +7,9 @@ export WASMRAY_CACHE="${WASMRAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wasmray}"
 # rebuild only the workspace's own crates. Developers keep ./target unless they set it.
 if [ "${CI:-}" = "true" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
   export CARGO_TARGET_DIR="$WASMRAY_CACHE/target/$(rustc --version | tr -cs 'A-Za-z0-9.' '-')"
+  # Incremental state helps edit-compile loops, not clean clones: it costs gigabytes of cache
+  # and makes a cold build slower.
+  export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 fi
 
 log() { printf '==> %s\n' "$*" >&2; }
