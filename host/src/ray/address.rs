@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 use wasmray_crds::constants::{DASHBOARD_PORT_NAME, DEFAULT_DASHBOARD_PORT};
+use wasmray_crds::names::{auth_secret_name, check_name};
 
 /// Cluster annotation naming the dashboard address to use instead of the head Service's,
 /// e.g. `http://127.0.0.1:8265`. Honoured only when the host runs with
@@ -14,7 +15,7 @@ pub const DASHBOARD_ADDRESS_ANNOTATION: &str = "wasmray.io/dashboard-address";
 pub const CLUSTER_DOMAIN_SETTING: &str = "cluster-domain";
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// Key of the token in the cluster's auth Secret (named after the cluster).
-pub const AUTH_TOKEN_KEY: &str = "auth_token";
+pub use wasmray_crds::constants::RAY_AUTH_TOKEN_SECRET_KEY as AUTH_TOKEN_KEY;
 
 /// How to reach one cluster's dashboard, before the token is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +35,11 @@ pub fn dashboard_target(
     allow_override: bool,
 ) -> DashboardTarget {
     let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
-    let token_secret =
-        (cluster["spec"]["authOptions"]["mode"].as_str() == Some("token")).then(|| name.to_owned());
+    // As the RayCluster type decides it: `authOptions` given with a mode other than
+    // `disabled` (see `RayClusterSpec::token_auth_enabled`).
+    let auth = &cluster["spec"]["authOptions"];
+    let token_secret = (auth.is_object() && auth["mode"].as_str() != Some("disabled"))
+        .then(|| auth_secret_name(name));
     let annotated = cluster["metadata"]["annotations"][DASHBOARD_ADDRESS_ANNOTATION]
         .as_str()
         .map(str::trim)
@@ -66,7 +70,7 @@ pub fn dashboard_host_port(cluster: &Value, cluster_domain: &str) -> String {
         .as_str()
         .filter(|service| !service.is_empty())
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("{name}-head-svc"));
+        .unwrap_or_else(|| check_name(&format!("{name}-head-svc")));
     format!(
         "{service}.{namespace}.svc.{cluster_domain}:{}",
         dashboard_port(cluster)
