@@ -85,9 +85,9 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(head_service_name(&cluster), "sample-head-svc");
-        cluster.spec.head_group_spec.head_service = Some(serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "custom"}}),
-        ).unwrap());
+        cluster.spec.head_group_spec.head_service = Some(
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "custom"}})).unwrap(),
+        );
         assert_eq!(head_service_name(&cluster), "custom");
     }
 }

@@ -13,8 +13,8 @@ use wasmray_crds::raycluster::{AutoscalerVersion, RayCluster, WorkerGroupSpec};
 
 use crate::settings::Settings;
 
-pub use wasmray_crds::names::{check_label, check_name, head_service_name};
 use wasmray_crds::names::MAX_GENERATED_NAME_LENGTH;
+pub use wasmray_crds::names::{check_label, check_name, head_service_name};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeType {

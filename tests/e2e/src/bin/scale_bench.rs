@@ -470,7 +470,9 @@ async fn main() -> anyhow::Result<()> {
     // changes a user must see (the first status with desired counts and conditions, then
     // `ready`).
     let minimum = objects_per_cluster + MINIMUM_STATUS_WRITES;
-    println!("| minimum writes per cluster (pods + services + {MINIMUM_STATUS_WRITES} status) | {minimum:.2} |");
+    println!(
+        "| minimum writes per cluster (pods + services + {MINIMUM_STATUS_WRITES} status) | {minimum:.2} |"
+    );
     println!(
         "| writes ratio (goal <= 1.2) | {:.2} |",
         object_writes as f64 / n / minimum
