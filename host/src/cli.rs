@@ -650,7 +650,10 @@ fn check_plugins(plugins: &PluginHost, settings: &Settings) -> Result<(), Plugin
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // stderr, as controller-runtime's logger: stdout stays free for command output.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second initialisation (tests running the entry point twice) keeps the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

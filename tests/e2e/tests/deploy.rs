@@ -278,7 +278,7 @@ impl Host {
             .env("POD_NAME", name)
             .env("RUST_LOG", "info")
             .env_remove("WATCH_NAMESPACE")
-            // The host logs to stdout (as in a pod); errors go to stderr.
+            // The host logs to stderr; both go to the log file.
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()

@@ -216,6 +216,9 @@ async fn run_operator(
     let mut child: Child = Command::new(&flags.wasmray)
         .args(["--watch-namespace", namespace, "--log-format", "json"])
         .args(["--reconcile-concurrency", &flags.concurrency.to_string()])
+        // One replica on a shared machine: no Lease, no listening ports.
+        .args(["--enable-leader-election=false", "--metrics-addr=0"])
+        .args(["--health-probe-bind-address=0"])
         .env("KUBECONFIG", cluster.kubeconfig_path())
         .env("RUST_LOG", "warn,wasmray=info")
         .stdout(Stdio::null())
