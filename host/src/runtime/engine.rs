@@ -3,9 +3,15 @@
 
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 use super::RuntimeConfig;
+
+/// Set to `1` to write `/tmp/perf-<pid>.map`, so that `perf` names the frames of jitted
+/// plugin code (for profiling only: the map grows with every compiled function).
+pub const PERF_MAP_ENV: &str = "WASMRAY_PERF_MAP";
 
 /// How often the epoch advances: the granularity of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -25,6 +31,9 @@ pub enum Allocator {
 const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 8;
+/// Bytes of a memory slot kept resident between calls (see `pooling_config`). At most
+/// this times the number of slots in use stays resident while idle.
+const LINEAR_MEMORY_KEEP_RESIDENT: usize = 8 << 20;
 
 fn base_config(config: &RuntimeConfig) -> Config {
     let mut wasm = Config::new();
@@ -33,6 +42,9 @@ fn base_config(config: &RuntimeConfig) -> Config {
         .parallel_compilation(true);
     if let Some(stack) = config.max_wasm_stack {
         wasm.max_wasm_stack(stack);
+    }
+    if std::env::var_os(PERF_MAP_ENV).is_some_and(|value| value == "1") {
+        wasm.profiler(ProfilingStrategy::PerfMap);
     }
     wasm
 }
@@ -49,10 +61,15 @@ fn pooling_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memory_size(config.memory_limit)
-        // Keep the first pages of each slot mapped between calls: a fresh instance per
-        // call then touches already-resident memory instead of faulting it back in.
-        .linear_memory_keep_resident(1 << 20)
-        .table_keep_resident(64 << 10);
+        // Keep up to this much of a slot's memory mapped between calls: a fresh instance
+        // per call then writes to resident pages instead of faulting every page of its
+        // heap back in (a call of the RayCluster plugin dirties a few MiB).
+        .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT)
+        .table_keep_resident(64 << 10)
+        // With PAGEMAP_SCAN (Linux 6.7+), only the pages a call dirtied are reset, so a
+        // large keep-resident size costs nothing for pages a call never touched; older
+        // kernels fall back to resetting the first `keep_resident` bytes.
+        .pagemap_scan(Enabled::Auto);
     pool
 }
 
