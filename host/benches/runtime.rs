@@ -29,7 +29,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp as JiffTimestamp;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime as Tokio;
-use wasmray::builtin::BUILTIN_PLUGINS;
+use wasmray::builtin::{BUILTIN_PLUGINS, test_plugins};
 use wasmray::runtime::bindings::types::{HostFacts, ObservedPod};
 use wasmray::runtime::observe::{observed_pod, timestamp};
 use wasmray::runtime::{ReconcileInput, Runtime, RuntimeConfig};
@@ -397,6 +397,22 @@ fn startup(tokio: &Tokio) {
     let _ = std::fs::remove_dir_all(cache_dir);
 }
 
+/// The plugin to measure: `WASMRAY_BENCH_PLUGIN` names a built-in plugin or a component
+/// file (`*.wasm`, e.g. a plugin rebuilt after a guest-side change, without rebuilding the
+/// host); the default is the example reconciler.
+fn bench_plugin(tokio: &Tokio, runtime: &Runtime) -> String {
+    let chosen =
+        std::env::var("WASMRAY_BENCH_PLUGIN").unwrap_or_else(|_| "example-reconciler".to_owned());
+    if !chosen.ends_with(".wasm") {
+        return chosen;
+    }
+    let plugin = tokio
+        .block_on(runtime.load_file("bench-file", std::path::Path::new(&chosen)))
+        .unwrap_or_else(|err| panic!("{err}"));
+    runtime.registry().install(plugin);
+    "bench-file".to_owned()
+}
+
 fn benches(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -405,11 +421,14 @@ fn benches(c: &mut Criterion) {
     startup(&tokio);
 
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|err| panic!("{err}"));
-    let plugin_name =
-        std::env::var("WASMRAY_BENCH_PLUGIN").unwrap_or_else(|_| "example-reconciler".to_owned());
     tokio
         .block_on(runtime.install_builtins())
         .unwrap_or_else(|err| panic!("{err}"));
+    let plugin_name = bench_plugin(&tokio, &runtime);
+    let noop = tokio
+        .block_on(runtime.load_file("noop", std::path::Path::new(test_plugins::HOSTILE)))
+        .unwrap_or_else(|err| panic!("{err}"));
+    runtime.registry().install(noop);
     let parent = ray_cluster().to_string();
     let pods = cluster_pods();
     let observed: Vec<ObservedPod> = pods.iter().map(observed_pod).collect();
@@ -449,6 +468,26 @@ fn benches(c: &mut Criterion) {
             output.delete.len()
         );
     }
+
+    // Where a call's time goes, from the host: the fixed cost of a fresh instance, then
+    // a plugin that decides nothing (it only checks the parent is JSON), so the rest is
+    // the crossing of the input and its drop in the guest.
+    let noop_input = |input: &ReconcileInput| ReconcileInput {
+        config: "noop".to_owned(),
+        ..input.clone()
+    };
+    let (noop_full, noop_new) = (noop_input(&full), noop_input(&new_cluster));
+    let mut group = c.benchmark_group("call");
+    group.bench_function("instantiate-only", |b| {
+        b.iter(|| tokio.block_on(runtime.instantiate(&plugin_name)))
+    });
+    group.bench_function("noop-new-cluster", |b| {
+        b.iter(|| tokio.block_on(runtime.reconcile("noop", &noop_new)))
+    });
+    group.bench_function("noop-100-pods", |b| {
+        b.iter(|| tokio.block_on(runtime.reconcile("noop", &noop_full)))
+    });
+    group.finish();
 
     let mut group = c.benchmark_group("reconcile");
     group.bench_function("100-pods", |b| {

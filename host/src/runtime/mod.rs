@@ -290,6 +290,23 @@ impl Runtime {
         }
     }
 
+    /// Instantiates the plugin installed under `name` in a fresh store, under its limits,
+    /// and drops it without calling it: checks that it still instantiates, and is the
+    /// fixed cost every call pays.
+    pub async fn instantiate(&self, name: &str) -> Result<(), CallError> {
+        let plugin = self.resolve(name)?;
+        self.run(&plugin, async |store| {
+            plugin
+                .pre
+                .instance_pre()
+                .instantiate_async(&mut *store)
+                .await
+                .map(drop)
+                .map_err(Failure::Instantiate)
+        })
+        .await
+    }
+
     /// Calls the reconciler installed under `name`.
     pub async fn reconcile(
         &self,

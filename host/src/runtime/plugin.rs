@@ -101,6 +101,15 @@ impl RolePre {
             Role::Autoscaler => RolePre::Autoscaler(AutoscalerPre::new(pre)?),
         })
     }
+
+    /// The untyped pre-linked instance, whatever the role.
+    pub(super) fn instance_pre(&self) -> &InstancePre<CallState> {
+        match self {
+            RolePre::Reconciler(pre) => pre.instance_pre(),
+            RolePre::Scheduler(pre) => pre.instance_pre(),
+            RolePre::Autoscaler(pre) => pre.instance_pre(),
+        }
+    }
 }
 
 /// Limits of every call into one plugin.

@@ -9,7 +9,9 @@
 //! - `probe <addr>`: tries the filesystem, environment, arguments, network (`addr`),
 //!   clocks and randomness, and reports what it got in the status;
 //! - `identify <text>`: answers a status `{"plugin":"hostile","id":<text>}` after logging
-//!   to every channel (used by the swap and logging tests).
+//!   to every channel (used by the swap and logging tests);
+//! - `noop`: answers nothing to do, reading nothing but the configuration (used by the
+//!   runtime benchmark to measure what crossing the boundary costs without a decision).
 //!
 //! It is never embedded in the operator binary.
 
@@ -19,23 +21,26 @@ use std::hint::black_box;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use serde::de::IgnoredAny;
 use wasmray_plugin_sdk::reconciler::{Decision, Reconciler, Request};
-use wasmray_plugin_sdk::serde_json::{Value, json};
+use wasmray_plugin_sdk::serde_json::json;
 use wasmray_plugin_sdk::{DesiredObject, PluginError, WriteMode, export_reconciler, log};
 
 pub struct Hostile;
 
 impl Reconciler for Hostile {
-    type Parent = Value;
+    // No mode reads the parent: it is only checked to be JSON.
+    type Parent = IgnoredAny;
     const KINDS: &'static [&'static str] = &["RayCluster", "RayJob", "RayService"];
 
-    fn reconcile(request: Request<Value>) -> Result<Decision, PluginError> {
+    fn reconcile(request: Request<IgnoredAny>) -> Result<Decision, PluginError> {
         let (mode, argument) = request
             .config
             .split_once(' ')
             .unwrap_or((request.config.as_str(), ""));
         let mut decision = Decision::default();
         match mode {
+            "noop" => {}
             "loop" => spin_forever(),
             "memory-bomb" => exhaust_memory(),
             "panic" => panic!("{argument}"),
