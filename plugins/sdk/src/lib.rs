@@ -16,6 +16,8 @@
 // The generated bindings name this crate by path, which must resolve inside it too.
 extern crate self as wasmray_plugin_sdk;
 
+#[cfg(target_arch = "wasm32")]
+mod arena;
 pub mod bindings;
 mod json;
 pub mod log;
@@ -39,6 +41,13 @@ pub use serde_json;
 pub use time::{Duration, timestamp_from_rfc3339};
 /// The `ray.io/v1` types (`crds::RayCluster`, `crds::RayJob`, ...), constants and validation.
 pub use wasmray_crds as crds;
+
+/// Every component built with the SDK allocates from a per-call arena (see `arena.rs`):
+/// an instance serves one call, so freeing is mostly wasted work. The `system-allocator`
+/// feature keeps Rust's default allocator instead.
+#[cfg(all(target_arch = "wasm32", not(feature = "system-allocator")))]
+#[global_allocator]
+static ALLOCATOR: arena::CallArena = arena::CallArena::new();
 
 /// Support for the export macros; not part of the API.
 #[doc(hidden)]
