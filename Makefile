@@ -3,7 +3,7 @@
 
 .PHONY: demo test crds controlplane
 
-## demo: a local control plane, the CRDs, the host and a sample RayCluster (Ctrl-C cleans up)
+## demo: a local control plane, the CRDs, the host, a sample RayCluster and RayJob (Ctrl-C cleans up)
 demo:
 	deploy/local/demo.sh
 
@@ -11,9 +11,10 @@ demo:
 test:
 	tests/scripts/test-all.sh
 
-## crds: regenerate the CRD YAML in crds/generated from the Rust types
+## crds: regenerate the CRD YAML in crds/generated from the Rust types, and the chart's copy
 crds:
 	cargo run -p wasmray-crds --bin crdgen -- crds/generated
+	cp crds/generated/*.yaml deploy/helm/wasmray/crds/
 
 ## controlplane: build the local Kubernetes control plane and print where its binaries are
 controlplane:
