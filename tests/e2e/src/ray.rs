@@ -84,7 +84,7 @@ impl RayHead {
         std::fs::create_dir_all(&temp_dir)
             .with_context(|| format!("creating {}", temp_dir.display()))?;
         let log = temp_dir.join("head.log");
-        let ports = free_ports(8)?;
+        let (ports, workers) = head_ports()?;
         let dashboard_port = ports[1];
         let args = [
             "start".to_owned(),
@@ -101,8 +101,8 @@ impl RayHead {
             format!("--metrics-export-port={}", ports[5]),
             format!("--runtime-env-agent-port={}", ports[6]),
             // Workers take ports from a range; keep it away from other heads' ranges.
-            format!("--min-worker-port={}", ports[7]),
-            format!("--max-worker-port={}", ports[7].saturating_add(200)),
+            format!("--min-worker-port={}", workers.start()),
+            format!("--max-worker-port={}", workers.end()),
             "--num-cpus=2".into(),
             "--object-store-memory=100000000".into(),
             format!("--temp-dir={}", temp_dir.display()),
@@ -222,6 +222,26 @@ pub fn venv() -> anyhow::Result<PathBuf> {
     }
     let path = String::from_utf8(output.stdout).context("ray-venv.sh printed a non-UTF-8 path")?;
     Ok(PathBuf::from(path.trim()))
+}
+
+/// Ports for the head's seven components, and a range for its workers that contains none of
+/// them: Ray refuses to start when a component port falls inside the worker range, and the
+/// kernel often hands out neighbouring ephemeral ports.
+fn head_ports() -> anyhow::Result<(Vec<u16>, std::ops::RangeInclusive<u16>)> {
+    const COMPONENTS: usize = 7;
+    const WORKER_PORTS: u16 = 200;
+    let start = free_ports(1)?[0].min(u16::MAX - WORKER_PORTS);
+    let workers = start..=start + WORKER_PORTS;
+    let ports: Vec<u16> = free_ports(COMPONENTS + usize::from(WORKER_PORTS) + 1)?
+        .into_iter()
+        .filter(|port| !workers.contains(port))
+        .take(COMPONENTS)
+        .collect();
+    anyhow::ensure!(
+        ports.len() == COMPONENTS,
+        "no {COMPONENTS} free loopback ports outside {workers:?}"
+    );
+    Ok((ports, workers))
 }
 
 /// Ports free on 127.0.0.1 right now (held together so they differ).
