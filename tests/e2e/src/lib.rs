@@ -442,7 +442,13 @@ fn testcp_binary() -> anyhow::Result<PathBuf> {
         }
         return Ok(testcp);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../controlplane/build.sh");
+    Ok(path_printed_by("../controlplane/build.sh")?.join("testcp"))
+}
+
+/// Runs one of the project's setup scripts (relative to this crate), which builds or installs
+/// something once and prints where it is.
+pub(crate) fn path_printed_by(script: &str) -> anyhow::Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
     let output = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())
@@ -451,8 +457,9 @@ fn testcp_binary() -> anyhow::Result<PathBuf> {
     if !output.status.success() {
         bail!("{} failed with {}", script.display(), output.status);
     }
-    let dir = String::from_utf8(output.stdout).context("build.sh printed a non-UTF-8 path")?;
-    Ok(PathBuf::from(dir.trim()).join("testcp"))
+    let path = String::from_utf8(output.stdout)
+        .with_context(|| format!("{} printed a non-UTF-8 path", script.display()))?;
+    Ok(PathBuf::from(path.trim()))
 }
 
 /// `<prefix>-<n>-<suffix>`: lower-case DNS label, unique within and across test processes.

@@ -211,17 +211,7 @@ pub fn venv() -> anyhow::Result<PathBuf> {
         }
         return Ok(venv);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ray-venv.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !output.status.success() {
-        bail!("{} failed with {}", script.display(), output.status);
-    }
-    let path = String::from_utf8(output.stdout).context("ray-venv.sh printed a non-UTF-8 path")?;
-    Ok(PathBuf::from(path.trim()))
+    crate::path_printed_by("../scripts/ray-venv.sh")
 }
 
 /// Ports for the head's seven components, and a range for its workers that contains none of
