@@ -698,12 +698,21 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let kube_config = kube::Config::infer()
         .await
         .context("no kubeconfig and no in-cluster configuration")?;
-    let client = crate::client::build(
-        controller::with_user_agent(kube_config, controller::USER_AGENT),
-        crate::client::TokenBucket::new(settings.qps, settings.burst),
-        Arc::clone(&telemetry.metrics),
-    )
-    .context("building the Kubernetes client")?;
+    let kube_config = controller::with_user_agent(kube_config, controller::USER_AGENT);
+    // Each client has its own --qps/--burst bucket, as each client-go clientset has.
+    let build_client = |config: kube::Config| {
+        crate::client::build(
+            config,
+            crate::client::TokenBucket::new(settings.qps, settings.burst),
+            Arc::clone(&telemetry.metrics),
+        )
+        .context("building the Kubernetes client")
+    };
+    let client = build_client(kube_config.clone())?;
+    let clients = controller::Clients {
+        api: client.clone(),
+        events: build_client(kube_config)?,
+    };
 
     let endpoints = Endpoints {
         metrics: Arc::clone(&telemetry.metrics),
@@ -747,7 +756,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         "starting"
     );
     let controllers = controller::run_with_telemetry(
-        client.clone(),
+        clients,
         plugins,
         settings.controller.clone(),
         stopped.clone(),

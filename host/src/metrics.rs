@@ -86,6 +86,7 @@ pub struct Metrics {
     plugin_call_time: Family<PluginLabels, Histogram>,
     plugin_failures: Family<PluginFailureLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
+    events_dropped: Counter,
     parents: Arc<ParentCaches>,
 }
 
@@ -141,6 +142,12 @@ impl Default for Metrics {
             "Kubernetes API requests by HTTP method and status code",
             requests.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "wasmray_events_dropped",
+            "Kubernetes events dropped because the queue of events to publish was full",
+            events_dropped.clone(),
+        );
         let parents = Arc::new(ParentCaches::default());
         registry.register_collector(Box::new(Arc::clone(&parents)));
         Metrics {
@@ -151,6 +158,7 @@ impl Default for Metrics {
             plugin_call_time,
             plugin_failures,
             requests,
+            events_dropped,
             parents,
         }
     }
@@ -209,6 +217,11 @@ impl Metrics {
                 method: method.to_owned(),
             })
             .inc();
+    }
+
+    /// Records one event dropped before it was published.
+    pub fn event_dropped(&self) {
+        self.events_dropped.inc();
     }
 
     /// Reports the objects of a parent cache in KubeRay's object families from now on.

@@ -238,6 +238,8 @@ pub struct ChildWriter<'a> {
     /// Expectation cache id of a child kind, by (apiVersion, kind); unknown kinds are not
     /// cached and so not waited for.
     pub cache_of: &'a (dyn Fn(&str, &str) -> Option<usize> + Sync),
+    /// The noun of a child kind in event reasons ([`super::parent::ParentKind::child_event_noun`]).
+    pub event_noun: &'a (dyn Fn(&str) -> &str + Sync),
 }
 
 impl ChildWriter<'_> {
@@ -335,7 +337,7 @@ impl ChildWriter<'_> {
                 let message = format!("cannot resolve {api_version} {kind}: {error}");
                 report.events.push((
                     EventType::Warning,
-                    format!("FailedToCreate{kind}"),
+                    format!("FailedToCreate{}", (self.event_noun)(&kind)),
                     message.clone(),
                 ));
                 report.errors.push(message);
@@ -379,7 +381,7 @@ impl ChildWriter<'_> {
                 if mode == WriteMode::CreateOnly {
                     report.events.push((
                         EventType::Normal,
-                        format!("Created{kind}"),
+                        format!("Created{}", (self.event_noun)(&kind)),
                         format!("Created {kind} {}/{name}", self.namespace),
                     ));
                 }
@@ -397,7 +399,7 @@ impl ChildWriter<'_> {
                 );
                 report.events.push((
                     EventType::Warning,
-                    format!("FailedToCreate{kind}"),
+                    format!("FailedToCreate{}", (self.event_noun)(&kind)),
                     message.clone(),
                 ));
                 report.errors.push(message);
@@ -429,7 +431,7 @@ impl ChildWriter<'_> {
             let what = if is_pod {
                 format!("{role}Pod")
             } else {
-                deletion.kind.clone()
+                (self.event_noun)(&deletion.kind).to_owned()
             };
             let described = if is_pod && !node_type.is_empty() {
                 format!("{node_type} Pod")

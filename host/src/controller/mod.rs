@@ -14,6 +14,7 @@
 
 pub mod apply;
 pub mod cache;
+pub mod events;
 pub mod expectations;
 pub mod observe;
 pub mod parent;
@@ -183,6 +184,26 @@ pub struct Telemetry {
     pub readiness: Arc<crate::health::Readiness>,
 }
 
+/// The clients the controllers write with. Events have a client of their own, and so their
+/// own rate limiter, as client-go's event broadcaster has its own clientset in KubeRay.
+#[derive(Clone)]
+pub struct Clients {
+    /// Watches, children, status, Secrets and the Lease.
+    pub api: kube::Client,
+    /// Events only.
+    pub events: kube::Client,
+}
+
+impl From<kube::Client> for Clients {
+    /// One client for everything (one rate limiter).
+    fn from(client: kube::Client) -> Self {
+        Clients {
+            api: client.clone(),
+            events: client,
+        }
+    }
+}
+
 /// Runs the controllers of every parent kind (RayCluster, RayJob) for the configured
 /// namespaces until `shutdown` turns true.
 pub async fn run(
@@ -206,12 +227,12 @@ pub async fn run_with_stats(
         stats,
         ..Telemetry::default()
     };
-    run_with_telemetry(client, plugins, config, shutdown, telemetry).await;
+    run_with_telemetry(client.into(), plugins, config, shutdown, telemetry).await;
 }
 
 /// [`run`], reporting into `telemetry`.
 pub async fn run_with_telemetry(
-    client: kube::Client,
+    clients: Clients,
     plugins: plugin::PluginHost,
     config: ControllerConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -222,7 +243,7 @@ pub async fn run_with_telemetry(
     } else {
         config.namespaces.iter().cloned().map(Some).collect()
     };
-    let shared = parent::Shared::new(client, plugins, config, telemetry);
+    let shared = parent::Shared::new(clients, plugins, config, telemetry);
     let stopped = || {
         let mut stop = shutdown.clone();
         async move {

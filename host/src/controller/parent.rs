@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -26,6 +26,7 @@ use super::apply::{
     WriteReport, prepare_objects, prepare_pods,
 };
 use super::cache::{OwnedIndex, ParentKindRef, api_resource, run_child_watch};
+use super::events::EventSink;
 use super::expectations::{Expectation, Expectations, Lookup, Readiness};
 use super::observe::{now, observe_object, observed_pod, observed_service};
 use super::plugin::{CallFailure, PluginHost};
@@ -88,6 +89,13 @@ pub trait ParentKind:
     /// The children to watch.
     fn child_watches() -> ChildWatches;
 
+    /// What KubeRay's events call a child of this kind (`Created<noun>`,
+    /// `Deleted<noun>`, `FailedToCreate<noun>`): the kind itself unless a parent names
+    /// it after its role, e.g. a RayJob's Job is its `RayJobSubmitter`.
+    fn child_event_noun(kind: &str) -> &str {
+        kind
+    }
+
     /// A finalizer the host keeps on this parent so that cleanup the plugin does at
     /// deletion (e.g. a Job) runs before the object goes. None: no finalizer.
     /// The contract has no way yet for a plugin to manage its parent's finalizers.
@@ -133,6 +141,8 @@ pub struct RelatedObject {
 /// What every scope and kind shares.
 pub struct Shared {
     pub client: Client,
+    /// Events go through their own client and rate limiter (see `events.rs`).
+    pub events_client: Client,
     pub plugins: PluginHost,
     pub config: ControllerConfig,
     /// Bounds reconciles in flight across namespaces and kinds.
@@ -145,14 +155,15 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(
-        client: Client,
+        clients: super::Clients,
         plugins: PluginHost,
         config: ControllerConfig,
         telemetry: Telemetry,
     ) -> Arc<Self> {
         let permits = Semaphore::new(usize::from(config.concurrency.max(1)));
         Arc::new(Shared {
-            client,
+            client: clients.api,
+            events_client: clients.events,
             plugins,
             config,
             permits,
@@ -225,7 +236,7 @@ pub struct Scope<P> {
     services: Vec<Arc<OwnedIndex<ObservedService>>>,
     others: Vec<(OtherChildWatch, Arc<OwnedIndex<ObservedObject>>)>,
     expectations: Expectations,
-    recorder: Recorder,
+    events: EventSink,
     /// Consecutive failures per parent uid, for backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// A failed pod write per parent uid, reported on the next call.
@@ -254,12 +265,13 @@ impl<P: ParentKind> Scope<P> {
     fn new(shared: Arc<Shared>, namespace: Option<String>) -> Self {
         let watches = P::child_watches();
         let scope_text = namespace.as_deref().unwrap_or("all namespaces");
-        let recorder = Recorder::new(
-            shared.client.clone(),
+        let events = EventSink::start(
+            shared.events_client.clone(),
             Reporter {
                 controller: P::EVENT_REPORTER.to_owned(),
                 instance: std::env::var("POD_NAME").ok(),
             },
+            Arc::clone(&shared.metrics),
         );
         Scope {
             pods: Arc::new(OwnedIndex::new(format!(
@@ -287,7 +299,7 @@ impl<P: ParentKind> Scope<P> {
                 })
                 .collect(),
             expectations: Expectations::new(shared.config.expectation_timeout),
-            recorder,
+            events,
             failures: Mutex::new(HashMap::new()),
             pod_write_failures: Mutex::new(HashMap::new()),
             ray: RayIo::new(&shared.config),
@@ -479,20 +491,10 @@ impl<P: ParentKind> Scope<P> {
             .unwrap_or_default()
     }
 
-    async fn publish(&self, parent: &P, events: Vec<(EventType, String, String)>) {
-        let reference = parent.object_ref(&());
-        for (type_, reason, note) in events {
-            let event = KubeEvent {
-                type_,
-                // Event reasons are at most 128 characters, notes at most 1 kB.
-                reason: reason.chars().take(128).collect(),
-                note: Some(truncate_bytes(&note, 1024)),
-                action: "Reconcile".to_owned(),
-                secondary: None,
-            };
-            if let Err(error) = self.recorder.publish(&event, &reference).await {
-                tracing::warn!(object = %parent.name_any(), %error, reason = %event.reason, "cannot record event");
-            }
+    /// Queues events on `parent`; they are published in the background.
+    fn publish(&self, parent: &P, events: Vec<(EventType, String, String)>) {
+        if !events.is_empty() {
+            self.events.publish(&parent.object_ref(&()), events);
         }
     }
 
@@ -603,8 +605,7 @@ impl<P: ParentKind> Scope<P> {
         self.publish(
             parent,
             vec![(EventType::Warning, "PluginFailure".to_owned(), message)],
-        )
-        .await;
+        );
     }
 
     /// Carries out an answer.
@@ -666,6 +667,7 @@ impl<P: ParentKind> Scope<P> {
             field_manager: &self.shared.config.field_manager,
             resolver: &self.shared.resolver,
             cache_of: &cache_of,
+            event_noun: &P::child_event_noun,
         };
         // KubeRay's order: services and other children, then pods.
         let mut report = WriteReport::default();
@@ -733,7 +735,7 @@ impl<P: ParentKind> Scope<P> {
             };
             (type_, event.reason, event.message)
         }));
-        self.publish(parent, events).await;
+        self.publish(parent, events);
 
         let new_query = self.ray.remember(uid, output.ray_queries);
         if let Some(first) = report.errors.first() {
@@ -809,17 +811,6 @@ fn merge(report: &mut WriteReport, other: WriteReport) {
     }
     report.errors.extend(other.errors);
     report.writes += other.writes;
-}
-
-fn truncate_bytes(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }
 
 async fn reconcile<P: ParentKind>(

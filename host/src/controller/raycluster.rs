@@ -25,6 +25,15 @@ pub const BUILTIN_PLUGIN: &str = "raycluster";
 impl ParentKind for RayCluster {
     const EVENT_REPORTER: &'static str = "raycluster-controller";
 
+    /// The only Job a RayCluster owns is its GCS FT Redis cleanup Job.
+    fn child_event_noun(kind: &str) -> &str {
+        if kind == "Job" {
+            "RedisCleanupJob"
+        } else {
+            kind
+        }
+    }
+
     fn child_watches() -> ChildWatches {
         ChildWatches {
             // Every Ray pod carries `ray.io/cluster`: memory follows Ray pods only.

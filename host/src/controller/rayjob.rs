@@ -19,6 +19,15 @@ const RAYJOB_CHILDREN: &str = "ray.io/originated-from-crd=RayJob";
 impl ParentKind for RayJob {
     const EVENT_REPORTER: &'static str = "rayjob-controller";
 
+    /// The only Job a RayJob owns is its K8sJobMode submitter.
+    fn child_event_noun(kind: &str) -> &str {
+        if kind == "Job" {
+            "RayJobSubmitter"
+        } else {
+            kind
+        }
+    }
+
     fn child_watches() -> ChildWatches {
         ChildWatches {
             // A RayJob owns no pods: its cluster does.

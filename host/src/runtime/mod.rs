@@ -225,48 +225,17 @@ impl Runtime {
         self.install_all(crate::builtin::BUILTIN_PLUGINS).await
     }
 
-    /// Loads and installs the given plugins. Compilation (the slow part when the code is
-    /// not cached) runs on one thread per plugin; like every load, it blocks the calling
-    /// thread while it compiles, which is meant for start-up.
+    /// Loads and installs the given plugins, one after the other: wasmtime already
+    /// compiles the functions of one plugin in parallel, and compiling several plugins at
+    /// once held the compiler's working memory of all of them at the same time (the
+    /// operator's peak RSS at a cold start). Like every load, it blocks the calling thread
+    /// while it compiles, which is meant for start-up.
     pub async fn install_all(
         &self,
         plugins: &[BuiltinPlugin],
     ) -> Result<Vec<Arc<Plugin>>, LoadError> {
-        let compiled: Vec<Result<(), LoadError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = plugins
-                .iter()
-                .map(|builtin| {
-                    scope.spawn(move || {
-                        let id = PluginId {
-                            name: builtin.name.to_owned(),
-                            digest: digest_of(builtin.bytes),
-                        };
-                        self.cache
-                            .component(&self.engine, &id, builtin.bytes)
-                            .map(drop)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .zip(plugins)
-                .map(|(handle, builtin)| {
-                    handle.join().unwrap_or_else(|_| {
-                        Err(LoadError::Compile {
-                            plugin: PluginId {
-                                name: builtin.name.to_owned(),
-                                digest: digest_of(builtin.bytes),
-                            },
-                            message: "the compiler thread panicked".to_owned(),
-                        })
-                    })
-                })
-                .collect()
-        });
         let mut installed = Vec::with_capacity(plugins.len());
-        for (builtin, compiled) in plugins.iter().zip(compiled) {
-            compiled?;
-            // The code is in the memory cache now; this links and describes the plugin.
+        for builtin in plugins {
             let plugin = self.load(builtin.name, builtin.bytes).await?;
             self.registry.install(Arc::clone(&plugin));
             installed.push(plugin);

@@ -279,7 +279,16 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     /// Deletes the namespace and waits until it is gone.
-    pub async fn cleanup(mut self, client: &Client) -> anyhow::Result<()> {
+    pub async fn cleanup(self, client: &Client) -> anyhow::Result<()> {
+        self.cleanup_within(client, NAMESPACE_TIMEOUT).await
+    }
+
+    /// [`Self::cleanup`], waiting up to `timeout` (thousands of pods take longer).
+    pub async fn cleanup_within(
+        mut self,
+        client: &Client,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         self.armed = false;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let uid = match namespaces.get_opt(&self.name).await? {
@@ -295,7 +304,7 @@ impl TestNamespace {
             &self.name,
             kube::runtime::wait::conditions::is_deleted(uid.as_deref().unwrap_or_default()),
         );
-        tokio::time::timeout(NAMESPACE_TIMEOUT, gone)
+        tokio::time::timeout(timeout, gone)
             .await
             .with_context(|| format!("namespace {} not deleted in time", self.name))??;
         Ok(())

@@ -283,6 +283,19 @@ impl Fixture {
             .collect())
     }
 
+    /// Waits until an event with `reason` is recorded (events are published in the
+    /// background, after the reconcile that caused them).
+    async fn wait_event(&self, reason: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.events(reason).await?.is_empty() {
+            if Instant::now() > deadline {
+                bail!("no {reason} event within {TIMEOUT:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
+    }
+
     async fn events(&self, reason: &str) -> anyhow::Result<Vec<Event>> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
         Ok(events
@@ -394,10 +407,7 @@ async fn a_failing_entrypoint_fails_with_rays_message() -> anyhow::Result<()> {
         "status message {message:?} lacks Ray's {ray_message:?}"
     );
     assert_eq!(failed["failed"], 1);
-    assert!(
-        !fx.events("AppFailed").await?.is_empty(),
-        "no AppFailed event"
-    );
+    fx.wait_event("AppFailed").await?;
     fx.finish().await
 }
 
@@ -732,6 +742,9 @@ async fn suspending_a_k8s_job_mode_rayjob_deletes_its_submitter() -> anyhow::Res
         }
         tokio::time::sleep(POLL).await;
     }
+    // KubeRay's reasons for the submitter's events, not the generic `CreatedJob`.
+    fx.wait_event("CreatedRayJobSubmitter").await?;
+    fx.wait_event("DeletedRayJobSubmitter").await?;
     let _ = fx.dashboard.stop_job(&fx.head(), &job_id).await;
     fx.finish().await
 }
@@ -791,10 +804,7 @@ async fn invalid_rayjobs_fail_validation_and_create_nothing() -> anyhow::Result<
         by_controller >= 2,
         "only {by_controller} cases reached the controller"
     );
-    assert!(
-        !fx.events("InvalidRayJobSpec").await?.is_empty(),
-        "no InvalidRayJobSpec event"
-    );
+    fx.wait_event("InvalidRayJobSpec").await?;
     // Give the controller time to (wrongly) act, then check nothing was created.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(

@@ -10,7 +10,10 @@
 //!
 //! Flags: `--clusters N` (default 100), `--concurrency C` (the operator's
 //! `--reconcile-concurrency`, default 8), `--wasmray PATH` (the operator binary; default
-//! `$CARGO_TARGET_DIR/release/wasmray`, else `target/release/wasmray`).
+//! `$CARGO_TARGET_DIR/release/wasmray`, else `target/release/wasmray`), `--plugin-cache-dir
+//! DIR` (the operator's compiled-plugin cache; default `~/.cache/wasmray/scale-bench-code`,
+//! so the first run compiles the plugins at start and later runs start warm, as the Helm
+//! chart's cache volume does after the first start).
 //! Uses a running control plane when `WASMRAY_TEST_CONTROLPLANE` is set, else starts one.
 
 use std::collections::{BTreeMap, HashSet};
@@ -37,6 +40,7 @@ struct Flags {
     clusters: usize,
     concurrency: u16,
     wasmray: PathBuf,
+    plugin_cache_dir: PathBuf,
 }
 
 fn parse_flags() -> anyhow::Result<Flags> {
@@ -44,6 +48,10 @@ fn parse_flags() -> anyhow::Result<Flags> {
         clusters: 100,
         concurrency: 8,
         wasmray: default_binary(),
+        plugin_cache_dir: std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join(".cache/wasmray/scale-bench-code"),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -52,6 +60,7 @@ fn parse_flags() -> anyhow::Result<Flags> {
             "--clusters" => flags.clusters = value()?.parse()?,
             "--concurrency" => flags.concurrency = value()?.parse()?,
             "--wasmray" => flags.wasmray = PathBuf::from(value()?),
+            "--plugin-cache-dir" => flags.plugin_cache_dir = PathBuf::from(value()?),
             other => bail!("unknown flag {other}; see the doc comment of scale_bench.rs"),
         }
     }
@@ -198,6 +207,10 @@ struct OperatorRun {
     seconds: f64,
     writes: BTreeMap<String, usize>,
     peak_rss_kib: u64,
+    /// Peak RSS when the caches had synced: start-up, including any plugin compilation.
+    startup_peak_rss_kib: u64,
+    /// Whether the plugin code cache held compiled code before the start.
+    warm_code_cache: bool,
     /// One cluster's pods and head service, as templates for the bare client.
     pods: Vec<Pod>,
     service: Service,
@@ -213,12 +226,16 @@ async fn run_operator(
         .run_dir()
         .join(format!("scale-bench-operator-{namespace}.log"));
     let log = std::fs::File::create(&log_path)?;
+    let warm_code_cache = std::fs::read_dir(&flags.plugin_cache_dir)
+        .is_ok_and(|mut entries| entries.next().is_some());
     let mut child: Child = Command::new(&flags.wasmray)
         .args(["--watch-namespace", namespace, "--log-format", "json"])
         .args(["--reconcile-concurrency", &flags.concurrency.to_string()])
         // One replica on a shared machine: no Lease, no listening ports.
         .args(["--enable-leader-election=false", "--metrics-addr=0"])
         .args(["--health-probe-bind-address=0"])
+        .arg("--plugin-cache-dir")
+        .arg(&flags.plugin_cache_dir)
         .env("KUBECONFIG", cluster.kubeconfig_path())
         .env("RUST_LOG", "warn,wasmray=info")
         .stdout(Stdio::null())
@@ -248,6 +265,7 @@ async fn run_operator(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let startup_peak_rss_kib = peak_rss_kib(pid)?;
         let audit_log = cluster.info().audit_log.clone();
         let offset = std::fs::metadata(&audit_log)?.len();
         let clusters: Api<DynamicObject> =
@@ -296,6 +314,8 @@ async fn run_operator(
             seconds,
             writes,
             peak_rss_kib,
+            startup_peak_rss_kib,
+            warm_code_cache,
             pods,
             service,
         })
@@ -326,8 +346,12 @@ fn strip<T: serde::Serialize + serde::de::DeserializeOwned>(object: &T) -> anyho
         }
     }
     if let Some(spec) = value["spec"].as_object_mut() {
-        for key in ["nodeName", "clusterIP", "clusterIPs"] {
-            spec.remove(key);
+        spec.remove("nodeName");
+        // An allocated service IP cannot be copied, but a headless service (KubeRay's head
+        // service) must stay headless, or the copies exhaust the service IP range.
+        if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
+            spec.remove("clusterIP");
+            spec.remove("clusterIPs");
         }
     }
     Ok(value)
@@ -419,6 +443,9 @@ async fn main() -> anyhow::Result<()> {
         flags.clusters, operator_ns.name
     );
     let operator = run_operator(&flags, &client, cluster, &operator_ns.name).await?;
+    // The bare client starts on an empty cluster, as the operator did: at N = 1000 both
+    // sets of pods do not fit the fake nodes at once.
+    operator_ns.cleanup_within(&client, READY_TIMEOUT).await?;
     let bare_ns = cluster.namespace("bench-bare").await?;
     eprintln!(
         "bare client: the same pods and services in {}",
@@ -484,13 +511,21 @@ async fn main() -> anyhow::Result<()> {
         "| operator peak RSS (MiB) | {:.1} |",
         operator.peak_rss_kib as f64 / 1024.0
     );
+    println!(
+        "| operator peak RSS by the end of start-up (MiB) | {:.1} ({}) |",
+        operator.startup_peak_rss_kib as f64 / 1024.0,
+        if operator.warm_code_cache {
+            "plugin code from the cache"
+        } else {
+            "plugins compiled at start"
+        }
+    );
     println!();
     println!(
         "operator writes by verb and resource: {:?}",
         operator.writes
     );
 
-    operator_ns.cleanup(&client).await?;
-    bare_ns.cleanup(&client).await?;
+    bare_ns.cleanup_within(&client, READY_TIMEOUT).await?;
     Ok(())
 }
