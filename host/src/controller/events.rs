@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 
 /// Events waiting to be published, per controller scope. Enough for the five events each
 /// of a thousand new RayClusters at once; about 0.5 kB each.
-pub const EVENT_QUEUE_CAPACITY: usize = 5000;
+const EVENT_QUEUE_CAPACITY: usize = 5000;
 
 /// Kubernetes caps event reasons at 128 characters and notes at 1 kB.
 const REASON_MAX_CHARS: usize = 128;
@@ -81,7 +81,7 @@ impl EventSink {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
-pub fn truncate_bytes(text: &str, max: usize) -> String {
+fn truncate_bytes(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
