@@ -49,11 +49,11 @@ fn main() -> BuildResult<()> {
         .unwrap_or_else(|| workspace.join("target"));
     let plugin_target = target_root.join("wasm-plugins");
 
+    // Relative to the package: cargo shares this script's output between checkouts of the
+    // workspace that use one target directory (its hash ignores where the workspace is),
+    // and absolute paths would keep watching the checkout that ran it first.
     for watched in ["wit", "plugins", "crds", "Cargo.toml", "Cargo.lock"] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            workspace.join(watched).display()
-        );
+        println!("cargo:rerun-if-changed=../{watched}");
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 

@@ -2,13 +2,13 @@
 //!
 //! - `reconcile/100-pods`: a full call (fresh store and instance, input passed, plugin
 //!   run, output read and validated) for one RayCluster with 3 worker groups and 100
-//!   observed pods, starting from the pods as the host caches them (full objects), so
-//!   the conversion to the contract's records is included;
+//!   observed pods, starting from the pods as the host caches them (one pod table per
+//!   pod), so concatenating them into the call's table is included;
 //! - `reconcile/new-cluster`: the same cluster with no pods yet (the answer is every
 //!   desired pod and the head service);
-//! - `boundary/*`: what the alternatives cost on the host: converting 100 cached pods to
-//!   typed records vs serialising them as JSON (and parsing them back, the least a
-//!   plugin receiving JSON would do);
+//! - `boundary/*`: what the alternatives cost on the host: turning 100 full pods into a
+//!   pod table, concatenating 100 cached one-pod tables, vs serialising the pods as JSON
+//!   (and parsing them back, the least a plugin receiving JSON would do);
 //! - start-up with all built-in plugins, cold (compile) and warm (on-disk cache),
 //!   measured once each and printed (seconds-long, so not sampled by criterion).
 //!
@@ -30,9 +30,10 @@ use k8s_openapi::jiff::Timestamp as JiffTimestamp;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime as Tokio;
 use wasmray::builtin::{BUILTIN_PLUGINS, test_plugins};
-use wasmray::runtime::bindings::types::{HostFacts, ObservedPod};
-use wasmray::runtime::observe::{observed_pod, timestamp};
+use wasmray::runtime::bindings::types::{HostFacts, ObservedPods};
+use wasmray::runtime::observe::{pod_record, pod_table, timestamp};
 use wasmray::runtime::{ReconcileInput, Runtime, RuntimeConfig};
+use wasmray_pod_table::Table as PodTable;
 
 const CLUSTER: &str = "bench";
 const GROUPS: [(&str, usize, &str); 3] = [
@@ -310,7 +311,7 @@ fn cluster_pods() -> Vec<Pod> {
     pods
 }
 
-fn reconcile_input(parent: &str, pods: Vec<ObservedPod>) -> ReconcileInput {
+fn reconcile_input(parent: &str, pods: ObservedPods) -> ReconcileInput {
     ReconcileInput {
         kind: "RayCluster".into(),
         parent: parent.to_owned(),
@@ -327,42 +328,6 @@ fn reconcile_input(parent: &str, pods: Vec<ObservedPod>) -> ReconcileInput {
             settings: Vec::new(),
         },
     }
-}
-
-/// Bytes the strings of the typed pod records carry (the payload copied into the guest).
-fn observed_bytes(pods: &[ObservedPod]) -> usize {
-    pods.iter()
-        .map(|pod| {
-            let map =
-                |m: &[(String, String)]| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-            pod.name.len()
-                + pod.uid.len()
-                + pod.resource_version.len()
-                + map(&pod.labels)
-                + map(&pod.annotations)
-                + pod
-                    .conditions
-                    .iter()
-                    .map(|c| c.condition_type.len() + c.status.len())
-                    .sum::<usize>()
-                + pod
-                    .container_statuses
-                    .iter()
-                    .map(|c| c.name.len())
-                    .sum::<usize>()
-                + [
-                    &pod.node_name,
-                    &pod.restart_policy,
-                    &pod.scheduler_name,
-                    &pod.phase,
-                    &pod.pod_ip,
-                    &pod.host_ip,
-                ]
-                .iter()
-                .map(|field| field.as_ref().map_or(0, String::len))
-                .sum::<usize>()
-        })
-        .sum()
 }
 
 fn startup(tokio: &Tokio) {
@@ -431,16 +396,22 @@ fn benches(c: &mut Criterion) {
     runtime.registry().install(noop);
     let parent = ray_cluster().to_string();
     let pods = cluster_pods();
-    let observed: Vec<ObservedPod> = pods.iter().map(observed_pod).collect();
+    // What the controller caches: one table per pod, concatenated per call.
+    let cached: Vec<PodTable> = pods.iter().map(pod_table).collect();
+    let table = PodTable::concat(&cached);
     let pods_json = serde_json::to_string(&pods).unwrap_or_default();
     println!(
-        "input: parent JSON {} bytes; 100 pods as full JSON {} bytes; as typed records {} string bytes",
+        "input: parent JSON {} bytes; 100 pods as full JSON {} bytes; as the pod table {} text bytes and {} words",
         parent.len(),
         pods_json.len(),
-        observed_bytes(&observed)
+        table.text.len(),
+        table.pods.len()
+            + table.pairs.len()
+            + table.conditions.len()
+            + table.container_statuses.len(),
     );
-    let full = reconcile_input(&parent, observed);
-    let new_cluster = reconcile_input(&parent, Vec::new());
+    let full = reconcile_input(&parent, ObservedPods::from(table));
+    let new_cluster = reconcile_input(&parent, ObservedPods::empty());
     for (label, input) in [("100 pods", &full), ("new cluster", &new_cluster)] {
         let output = tokio
             .block_on(runtime.reconcile(&plugin_name, input))
@@ -492,7 +463,7 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("reconcile");
     group.bench_function("100-pods", |b| {
         b.iter(|| {
-            let input = reconcile_input(&parent, pods.iter().map(observed_pod).collect());
+            let input = reconcile_input(&parent, ObservedPods::from(PodTable::concat(&cached)));
             tokio.block_on(runtime.reconcile(&plugin_name, &input))
         })
     });
@@ -505,8 +476,17 @@ fn benches(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("boundary");
-    group.bench_function("100-pods-to-typed-records", |b| {
-        b.iter(|| pods.iter().map(observed_pod).collect::<Vec<_>>())
+    group.bench_function("100-pods-to-table", |b| {
+        b.iter(|| {
+            let mut table = PodTable::default();
+            for pod in &pods {
+                table.push(&pod_record(pod));
+            }
+            table
+        })
+    });
+    group.bench_function("100-cached-pod-tables-concat", |b| {
+        b.iter(|| PodTable::concat(&cached))
     });
     group.bench_function("100-pods-json-serialize-and-parse", |b| {
         b.iter(|| {

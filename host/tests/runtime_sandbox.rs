@@ -71,7 +71,7 @@ fn input(config: &str) -> ReconcileInput {
     ReconcileInput {
         kind: "RayCluster".into(),
         parent: parent.to_string(),
-        pods: Vec::new(),
+        pods: wasmray::runtime::bindings::types::ObservedPods::empty(),
         services: Vec::new(),
         children: Vec::new(),
         related: Vec::new(),
@@ -375,6 +375,20 @@ async fn loading_errors_are_typed() {
         .unwrap_err();
     assert!(matches!(err, LoadError::Compile { .. }), "{err:?}");
     assert!(err.to_string().contains("sha256:"), "{err}");
+    // A reconciler built against an earlier contract: refused with both versions named.
+    let earlier = r#"(component
+        (instance $reconcile)
+        (export "wasmray:plugin/reconcile@0.1.0" (instance $reconcile)))"#;
+    let err = runtime
+        .load("earlier", earlier.as_bytes())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LoadError::ContractVersion { found, served, .. }
+            if found == "0.1.0" && *served == wasmray::runtime::CONTRACT_VERSION),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("rebuild it"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

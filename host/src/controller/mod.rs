@@ -37,8 +37,7 @@ pub mod wit {
         RayJobInfo, RayObservations, RayQuery, ReconcileInput, ReconcileOutput, SubmitJob,
     };
     pub use crate::runtime::bindings::types::{
-        ContainerState, ContainerStatus, ContainerTerminated, ContainerWaiting, DesiredObject,
-        Event, EventType, HostFacts, ObservedObject, ObservedPod, ObservedService, PodCondition,
+        DesiredObject, Event, EventType, HostFacts, ObservedObject, ObservedPods, ObservedService,
         PodReplica, PodSet, ServicePort, Timestamp, WriteMode,
     };
 }

@@ -1,11 +1,13 @@
-//! What the host observes. Pods and services become the contract's typed records through
-//! [`crate::runtime::observe`]; the caches keep only those records (a few hundred bytes per
-//! pod instead of the full object), which keeps the operator's memory proportional to Ray
-//! pods. Children of other kinds are passed whole.
+//! What the host observes. Pods become one-pod tables and services the contract's typed
+//! records through [`crate::runtime::observe`]; the caches keep only those (a few hundred
+//! bytes per pod instead of the full object), which keeps the operator's memory
+//! proportional to Ray pods, and a call concatenates the pod tables. Children of other
+//! kinds are passed whole.
 
 use kube::api::DynamicObject;
 
-pub use crate::runtime::observe::{observed_pod, observed_service};
+pub use crate::runtime::observe::{first_pod_labels, observed_service, pod_record, pod_table};
+pub use wasmray_pod_table::Table as PodTable;
 
 use super::wit::{ObservedObject, Timestamp};
 

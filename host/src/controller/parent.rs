@@ -28,7 +28,9 @@ use super::apply::{
 use super::cache::{OwnedIndex, ParentKindRef, api_resource, run_child_watch};
 use super::events::EventSink;
 use super::expectations::{Expectation, Expectations, Lookup, Readiness};
-use super::observe::{now, observe_object, observed_pod, observed_service};
+use super::observe::{
+    PodTable, first_pod_labels, now, observe_object, observed_service, pod_record, pod_table,
+};
 use super::plugin::{CallFailure, PluginHost};
 use super::ray_io::{Clusters, FOLLOW_UP, RayIo, asks_nothing_more};
 use super::secrets::{GeneratedSecret, SecretError, SecretsEnsured};
@@ -37,7 +39,7 @@ use super::status::{
     strip_host_conditions,
 };
 use super::wit::{
-    DashboardReachability, EventType as WitEventType, HostFacts, ObservedObject, ObservedPod,
+    DashboardReachability, EventType as WitEventType, HostFacts, ObservedObject, ObservedPods,
     ObservedService, RayObservations, ReconcileInput, ReconcileOutput,
 };
 use super::{ControllerConfig, PLUGIN_ANNOTATION, Stats, Telemetry};
@@ -232,7 +234,7 @@ pub enum ReconcileError {
 pub struct Scope<P> {
     shared: Arc<Shared>,
     namespace: Option<String>,
-    pods: Arc<OwnedIndex<ObservedPod>>,
+    pods: Arc<OwnedIndex<PodTable>>,
     services: Vec<Arc<OwnedIndex<ObservedService>>>,
     others: Vec<(OtherChildWatch, Arc<OwnedIndex<ObservedObject>>)>,
     expectations: Expectations,
@@ -358,12 +360,8 @@ impl<P: ParentKind> Scope<P> {
         if let Some(status) = parent_json.get_mut("status") {
             strip_host_conditions(status);
         }
-        let pods = self
-            .pods
-            .children_of(uid)
-            .iter()
-            .map(|entry| entry.value.clone())
-            .collect();
+        let children = self.pods.children_of(uid);
+        let pods = ObservedPods::from(PodTable::concat(children.iter().map(|entry| &entry.value)));
         let mut services: Vec<ObservedService> = Vec::new();
         for index in &self.services {
             for entry in index.children_of(uid) {
@@ -459,7 +457,13 @@ impl<P: ParentKind> Scope<P> {
                     what: format!("pods ({selector}) in {namespace}"),
                     source,
                 })?;
-            input.pods.extend(pods.items.iter().map(observed_pod));
+            // The selected pods join the owned ones.
+            let mut table =
+                PodTable::from(std::mem::replace(&mut input.pods, ObservedPods::empty()));
+            for pod in &pods.items {
+                table.push(&pod_record(pod));
+            }
+            input.pods = ObservedPods::from(table);
         }
         Ok(())
     }
@@ -679,14 +683,9 @@ impl<P: ParentKind> Scope<P> {
         }
         if !output.delete.is_empty() {
             let pod_labels = |name: &str| {
-                self.pods.child(uid, name).map(|entry| {
-                    entry
-                        .value
-                        .labels
-                        .iter()
-                        .cloned()
-                        .collect::<std::collections::BTreeMap<_, _>>()
-                })
+                self.pods
+                    .child(uid, name)
+                    .map(|entry| first_pod_labels(&entry.value))
             };
             merge(
                 &mut report,
@@ -997,7 +996,7 @@ pub async fn run_controller<P: ParentKind>(
             watcher::Config::default().labels(selector),
             scope.pods.clone(),
             parent_kind.clone(),
-            observed_pod,
+            pod_table,
             triggers.clone(),
         )));
     }

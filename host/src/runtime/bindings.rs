@@ -1,4 +1,4 @@
-//! Host bindings of the `wasmray:plugin@0.1.0` worlds, generated from `wit/`.
+//! Host bindings of the `wasmray:plugin@0.2.0` worlds, generated from `wit/`.
 //!
 //! The shared interfaces (`types`, `logging`) are generated once with the reconciler world
 //! and reused by the others, so a type means one Rust type on the host.
@@ -8,7 +8,7 @@
 pub mod reconciler {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "wasmray:plugin/reconciler@0.1.0",
+        world: "wasmray:plugin/reconciler@0.2.0",
         exports: { default: async },
         additional_derives: [PartialEq],
     });
@@ -17,7 +17,7 @@ pub mod reconciler {
 pub mod scheduler {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "wasmray:plugin/scheduler@0.1.0",
+        world: "wasmray:plugin/scheduler@0.2.0",
         exports: { default: async },
         additional_derives: [PartialEq],
         with: {
@@ -30,7 +30,7 @@ pub mod scheduler {
 pub mod autoscaler {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "wasmray:plugin/autoscaler@0.1.0",
+        world: "wasmray:plugin/autoscaler@0.2.0",
         exports: { default: async },
         additional_derives: [PartialEq],
         with: {

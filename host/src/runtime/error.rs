@@ -35,6 +35,15 @@ pub enum LoadError {
     /// The component exports none of the contract's roles, or more than one.
     #[error("{plugin}: {message}")]
     NotAPlugin { plugin: PluginId, message: String },
+    /// The component was built against another version of the contract.
+    #[error(
+        "{plugin}: built against wasmray:plugin@{found}, but this host serves @{served}; rebuild it with the plugin SDK of that version"
+    )]
+    ContractVersion {
+        plugin: PluginId,
+        found: String,
+        served: &'static str,
+    },
     /// The component imports something the sandbox does not provide (e.g. a socket
     /// interface it cannot have, or an incompatible contract version).
     #[error("{plugin}: cannot be linked against the sandbox: {message}")]

@@ -39,7 +39,7 @@ pub use bindings::scheduler::exports::wasmray::plugin::schedule::{ScheduleInput,
 pub use cache::{CodeSource, digest_of};
 pub use engine::{Allocator, EPOCH_TICK};
 pub use error::{CallError, LoadError, PluginId};
-pub use plugin::{CallLimits, Plugin, Role};
+pub use plugin::{CONTRACT_VERSION, CallLimits, Plugin, Role};
 pub use registry::Registry;
 pub use sandbox::OUTPUT_CAPTURE_BYTES;
 

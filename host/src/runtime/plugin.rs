@@ -13,6 +13,9 @@ use super::cache::CodeSource;
 use super::error::{LoadError, PluginId};
 use super::sandbox::CallState;
 
+/// The version of the `wasmray:plugin` package this host serves (see `wit/`).
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
 /// The role a plugin plays: which world of the contract it exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -65,7 +68,21 @@ impl Role {
             })
             .collect();
         match roles.as_slice() {
-            [role] => Ok(*role),
+            [role] => {
+                let version = exports
+                    .iter()
+                    .find_map(|name| name.strip_prefix(role.interface()))
+                    .unwrap_or_default();
+                if version == CONTRACT_VERSION {
+                    Ok(*role)
+                } else {
+                    Err(LoadError::ContractVersion {
+                        plugin: plugin.clone(),
+                        found: version.to_owned(),
+                        served: CONTRACT_VERSION,
+                    })
+                }
+            }
             [] => Err(LoadError::NotAPlugin {
                 plugin: plugin.clone(),
                 message: format!(

@@ -7,9 +7,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use wasmray_plugin_raycluster::reconcile::RayClusterReconciler;
-use wasmray_plugin_sdk::bindings::types::{PodCondition, ServicePort};
+use wasmray_plugin_sdk::bindings::types::ServicePort;
 use wasmray_plugin_sdk::reconciler::{RayObservations, ReconcileInput, run};
-use wasmray_plugin_sdk::{HostFacts, ObservedPod, ObservedService, Timestamp};
+use wasmray_plugin_sdk::record::{self, Pod, PodCondition};
+use wasmray_plugin_sdk::{HostFacts, ObservedPods, ObservedService, Timestamp};
 
 const GROUPS: [&str; 3] = ["cpu", "gpu", "mem"];
 const WORKERS_PER_GROUP: usize = 33;
@@ -39,14 +40,14 @@ fn parent() -> serde_json::Value {
     })
 }
 
-fn pod(name: String, node_type: &str, group: &str) -> ObservedPod {
+fn pod(name: String, node_type: &str, group: &str) -> Pod {
     let labels = [
         ("ray.io/cluster", "bench"),
         ("ray.io/node-type", node_type),
         ("ray.io/group", group),
         ("ray.io/is-ray-node", "yes"),
     ];
-    ObservedPod {
+    Pod {
         uid: format!("uid-{name}"),
         pod_ip: Some("10.0.0.1".into()),
         name,
@@ -56,7 +57,7 @@ fn pod(name: String, node_type: &str, group: &str) -> ObservedPod {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         annotations: vec![],
-        creation_timestamp: Some(Timestamp {
+        creation_timestamp: Some(record::Timestamp {
             seconds: 1_700_000_000,
             nanos: 0,
         }),
@@ -83,13 +84,13 @@ fn pod(name: String, node_type: &str, group: &str) -> ObservedPod {
 
 fn input(
     parent: &serde_json::Value,
-    pods: Vec<ObservedPod>,
+    pods: Vec<Pod>,
     services: Vec<ObservedService>,
 ) -> ReconcileInput {
     ReconcileInput {
         kind: "RayCluster".into(),
         parent: parent.to_string(),
-        pods,
+        pods: ObservedPods::from_records(&pods),
         services,
         children: vec![],
         related: vec![],

@@ -62,6 +62,7 @@ pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
     }
     let settings = Settings::from_host(&request.host);
     let ctx = ClusterContext::new(cluster, &settings);
+    let pods = request.pods.views();
 
     if let Err(errors) = validate_ray_cluster(cluster, &feature_gates(&settings)) {
         let reason = invalid_reason(errors.0.first().map_or("spec", |e| e.field.as_str()));
@@ -75,13 +76,8 @@ pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
         };
         // The event goes with the condition, so a resync of an unchanged invalid object
         // writes nothing.
-        if let Some(status) = compute_status(
-            &ctx,
-            &request.pods,
-            &request.services,
-            &outcome,
-            request.now,
-        ) {
+        if let Some(status) = compute_status(&ctx, &pods, &request.services, &outcome, request.now)
+        {
             decision.set_status(&status)?;
             decision.event(Event::warning(reason, message));
         }
@@ -96,7 +92,7 @@ pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
     let mut problems = Vec::new();
     let services_ready = plan_services(&ctx, request, &mut decision, &mut problems)?;
 
-    let suspend = suspend_step(&ctx, &request.pods);
+    let suspend = suspend_step(&ctx, &pods);
     let mode = if services_ready {
         suspend.pod_mode()
     } else {
@@ -123,7 +119,7 @@ pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
         ),
         &request.now.seconds.to_le_bytes(),
     );
-    let mut plan = plan_pods(&ctx, &request.pods, mode, head_recreation_forbidden, seed);
+    let mut plan = plan_pods(&ctx, &pods, mode, head_recreation_forbidden, seed);
     plan.problems.extend(problems);
 
     for create in &plan.creates {
@@ -157,13 +153,7 @@ pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
         replica_failure: replica_failure(request, suspend),
         invalid: None,
     };
-    if let Some(status) = compute_status(
-        &ctx,
-        &request.pods,
-        &request.services,
-        &outcome,
-        request.now,
-    ) {
+    if let Some(status) = compute_status(&ctx, &pods, &request.services, &outcome, request.now) {
         decision.set_status(&status)?;
     }
 
@@ -260,11 +250,12 @@ fn decide_deletion(
     if !gcs_ft::has_finalizer(ctx) {
         return Ok(());
     }
-    let plan = plan_pods(ctx, &request.pods, PodMode::DeleteAll, false, 0);
+    let pods = request.pods.views();
+    let plan = plan_pods(ctx, &pods, PodMode::DeleteAll, false, 0);
     for delete in &plan.deletes {
         decision.delete_pod(delete.pod, "the RayCluster is being deleted");
     }
-    if request.pods.iter().any(is_head) {
+    if pods.iter().any(is_head) {
         decision.requeue_after(HEAD_GONE_REQUEUE);
         return Ok(());
     }
@@ -322,7 +313,8 @@ mod tests {
     use wasmray_crds::constants::*;
     use wasmray_plugin_sdk::bindings::types::ServicePort;
     use wasmray_plugin_sdk::reconciler::{RayObservations, ReconcileInput, ReconcileOutput, run};
-    use wasmray_plugin_sdk::{HostFacts, ObservedPod, ObservedService, Timestamp};
+    use wasmray_plugin_sdk::record::Pod as PodRecord;
+    use wasmray_plugin_sdk::{HostFacts, ObservedPods, ObservedService, Timestamp};
 
     const SAMPLE: &str = r#"
 metadata: {name: rc, namespace: ns, uid: u, generation: 1}
@@ -347,13 +339,13 @@ spec:
 
     fn input(
         cluster: &RayCluster,
-        pods: Vec<ObservedPod>,
+        pods: Vec<PodRecord>,
         services: Vec<ObservedService>,
     ) -> ReconcileInput {
         ReconcileInput {
             kind: "RayCluster".into(),
             parent: serde_json::to_string(cluster).unwrap(),
-            pods,
+            pods: ObservedPods::from_records(&pods),
             services,
             children: vec![],
             related: vec![],
@@ -397,7 +389,7 @@ spec:
         }
     }
 
-    fn running_cluster_pods() -> Vec<ObservedPod> {
+    fn running_cluster_pods() -> Vec<PodRecord> {
         let mut pods = vec![pod("rc-head-a", "head", "headgroup", "Running", true)];
         for name in [
             "rc-small-worker-a",

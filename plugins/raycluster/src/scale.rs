@@ -12,7 +12,7 @@ use wasmray_crds::constants::{
     RAY_WORKER_REPLICA_INDEX_LABEL_KEY, RAY_WORKER_REPLICA_NAME_LABEL_KEY,
 };
 use wasmray_crds::raycluster::WorkerGroupSpec;
-use wasmray_plugin_sdk::{ContainerState, ObservedPod, lookup};
+use wasmray_plugin_sdk::{ContainerState, Pod};
 
 use crate::cluster::{ClusterContext, GroupView, NodeType};
 
@@ -39,7 +39,7 @@ pub struct GroupCreate {
 /// A pod to delete and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodDelete<'p> {
-    pub pod: &'p ObservedPod,
+    pub pod: &'p Pod<'p>,
     pub reason: String,
 }
 
@@ -59,34 +59,34 @@ impl PodPlan<'_> {
     }
 }
 
-pub fn is_terminating(pod: &ObservedPod) -> bool {
+pub fn is_terminating(pod: &Pod<'_>) -> bool {
     pod.deletion_timestamp.is_some()
 }
 
-fn node_type_of(pod: &ObservedPod) -> Option<&str> {
-    lookup(&pod.labels, RAY_NODE_TYPE_LABEL_KEY)
+fn node_type_of<'a>(pod: &Pod<'a>) -> Option<&'a str> {
+    pod.labels.get(RAY_NODE_TYPE_LABEL_KEY)
 }
 
-pub fn is_head(pod: &ObservedPod) -> bool {
+pub fn is_head(pod: &Pod<'_>) -> bool {
     node_type_of(pod) == Some(NodeType::Head.label())
 }
 
-pub fn is_worker(pod: &ObservedPod) -> bool {
+pub fn is_worker(pod: &Pod<'_>) -> bool {
     node_type_of(pod) == Some(NodeType::Worker.label())
 }
 
 /// KubeRay's `shouldDeletePod`: a pod that ended (Failed/Succeeded), or a running pod whose
 /// Ray container ended under `restartPolicy: Never`, is never coming back; anything else
 /// is left to the kubelet. Returns why.
-pub fn unhealthy_reason(pod: &ObservedPod, ray_container: Option<&str>) -> Option<String> {
-    let phase = pod.phase.as_deref().unwrap_or_default();
-    let restart_policy = pod.restart_policy.as_deref().unwrap_or("Always");
+pub fn unhealthy_reason(pod: &Pod<'_>, ray_container: Option<&str>) -> Option<String> {
+    let phase = pod.phase.unwrap_or_default();
+    let restart_policy = pod.restart_policy.unwrap_or("Always");
     let ray_status = pod
         .container_statuses
         .iter()
-        .find(|status| Some(status.name.as_str()) == ray_container)
+        .find(|status| Some(status.name) == ray_container)
         .or_else(|| pod.container_statuses.first());
-    let terminated = ray_status.and_then(|status| match &status.state {
+    let terminated = ray_status.and_then(|status| match status.state {
         ContainerState::Terminated(terminated) => Some(terminated),
         _ => None,
     });
@@ -101,7 +101,7 @@ pub fn unhealthy_reason(pod: &ObservedPod, ray_container: Option<&str>) -> Optio
             format!(
                 "exit code {} ({})",
                 t.exit_code,
-                t.reason.as_deref().unwrap_or("no reason")
+                t.reason.unwrap_or("no reason")
             )
         },
     );
@@ -114,7 +114,7 @@ pub fn unhealthy_reason(pod: &ObservedPod, ray_container: Option<&str>) -> Optio
 /// Decides the pods of the cluster.
 pub fn plan_pods<'p>(
     ctx: &ClusterContext,
-    pods: &'p [ObservedPod],
+    pods: &'p [Pod<'p>],
     mode: PodMode,
     head_recreation_forbidden: bool,
     replica_name_seed: u64,
@@ -144,11 +144,11 @@ pub fn plan_pods<'p>(
 
 fn plan_head<'p>(
     ctx: &ClusterContext,
-    pods: &'p [ObservedPod],
+    pods: &'p [Pod<'p>],
     recreation_forbidden: bool,
     plan: &mut PodPlan<'p>,
 ) {
-    let heads: Vec<&ObservedPod> = pods.iter().filter(|pod| is_head(pod)).collect();
+    let heads: Vec<&Pod<'_>> = pods.iter().filter(|pod| is_head(pod)).collect();
     let ray_container = GroupView::head(ctx.cluster)
         .ray_container()
         .map(|c| c.name.as_str());
@@ -181,12 +181,12 @@ fn plan_head<'p>(
 
 /// The pods that come and go together: one multi-host replica, or a single pod.
 struct Unit<'a, 'p> {
-    pods: &'a [&'p ObservedPod],
+    pods: &'a [&'p Pod<'p>],
     replica_index: Option<u32>,
 }
 
 impl<'p> Unit<'_, 'p> {
-    fn alive(&self) -> impl Iterator<Item = &'p ObservedPod> + '_ {
+    fn alive(&self) -> impl Iterator<Item = &'p Pod<'p>> + '_ {
         self.pods.iter().copied().filter(|pod| !is_terminating(pod))
     }
 
@@ -200,7 +200,7 @@ impl<'p> Unit<'_, 'p> {
     ) -> (
         bool,
         std::cmp::Reverse<(i64, u32)>,
-        std::cmp::Reverse<String>,
+        std::cmp::Reverse<&'p str>,
     ) {
         let running_ready = self.pods.iter().all(|pod| is_running_and_ready(pod));
         let newest = self
@@ -209,11 +209,7 @@ impl<'p> Unit<'_, 'p> {
             .filter_map(|pod| pod.creation_timestamp.map(|t| (t.seconds, t.nanos)))
             .max()
             .unwrap_or_default();
-        let name = self
-            .pods
-            .first()
-            .map(|pod| pod.name.clone())
-            .unwrap_or_default();
+        let name = self.pods.first().map(|pod| pod.name).unwrap_or_default();
         (
             running_ready,
             std::cmp::Reverse(newest),
@@ -222,8 +218,8 @@ impl<'p> Unit<'_, 'p> {
     }
 }
 
-pub fn is_running_and_ready(pod: &ObservedPod) -> bool {
-    pod.phase.as_deref() == Some("Running")
+pub fn is_running_and_ready(pod: &Pod<'_>) -> bool {
+    pod.phase == Some("Running")
         && pod
             .conditions
             .iter()
@@ -232,17 +228,16 @@ pub fn is_running_and_ready(pod: &ObservedPod) -> bool {
 
 /// Splits a group's pods into units; a replica's hosts are sorted next to each other so
 /// that a unit is a slice and needs no allocation of its own.
-fn group_units<'a, 'p>(
-    group_pods: &'a mut [&'p ObservedPod],
-    multi_host: bool,
-) -> Vec<Unit<'a, 'p>> {
-    let index_of = |pod: &ObservedPod| {
-        lookup(&pod.labels, RAY_WORKER_REPLICA_INDEX_LABEL_KEY).and_then(|v| v.parse().ok())
+fn group_units<'a, 'p>(group_pods: &'a mut [&'p Pod<'p>], multi_host: bool) -> Vec<Unit<'a, 'p>> {
+    let index_of = |pod: &Pod<'_>| {
+        pod.labels
+            .get(RAY_WORKER_REPLICA_INDEX_LABEL_KEY)
+            .and_then(|v| v.parse().ok())
     };
     // A pod outside any replica (no name label) is a unit of its own, and cannot be complete.
-    let replica_of = |pod: &'p ObservedPod| {
+    let replica_of = |pod: &'p Pod<'p>| {
         if multi_host {
-            lookup(&pod.labels, RAY_WORKER_REPLICA_NAME_LABEL_KEY)
+            pod.labels.get(RAY_WORKER_REPLICA_NAME_LABEL_KEY)
         } else {
             None
         }
@@ -250,7 +245,7 @@ fn group_units<'a, 'p>(
     if multi_host {
         group_pods.sort_by(|a, b| replica_of(a).cmp(&replica_of(b)));
     }
-    let group_pods: &'a [&'p ObservedPod] = group_pods;
+    let group_pods: &'a [&'p Pod<'p>] = group_pods;
     let mut units = Vec::with_capacity(group_pods.len());
     let mut start = 0;
     while let Some(first) = group_pods.get(start) {
@@ -274,15 +269,14 @@ fn plan_worker_group<'p>(
     ctx: &ClusterContext,
     group_index: usize,
     group: &WorkerGroupSpec,
-    pods: &'p [ObservedPod],
+    pods: &'p [Pod<'p>],
     replica_name_seed: u64,
     plan: &mut PodPlan<'p>,
 ) {
-    let mut group_pods: Vec<&ObservedPod> = pods
+    let mut group_pods: Vec<&Pod<'_>> = pods
         .iter()
         .filter(|pod| {
-            is_worker(pod)
-                && lookup(&pod.labels, RAY_NODE_GROUP_LABEL_KEY) == Some(&group.group_name)
+            is_worker(pod) && pod.labels.get(RAY_NODE_GROUP_LABEL_KEY) == Some(&group.group_name)
         })
         .collect();
     let hosts = u32::try_from(group.num_of_hosts()).unwrap_or(1).max(1);
@@ -335,7 +329,7 @@ fn plan_worker_group<'p>(
                 "replica {:?} of worker group {} has {} of {} hosts",
                 unit.pods
                     .first()
-                    .and_then(|p| lookup(&p.labels, RAY_WORKER_REPLICA_NAME_LABEL_KEY)),
+                    .and_then(|p| p.labels.get(RAY_WORKER_REPLICA_NAME_LABEL_KEY)),
                 group.group_name,
                 unit.alive().count(),
                 pods_per_unit
@@ -353,10 +347,7 @@ fn plan_worker_group<'p>(
         .map(String::as_str)
         .collect();
     for (index, unit) in units.iter().enumerate() {
-        if unit
-            .alive()
-            .any(|pod| workers_to_delete.contains(pod.name.as_str()))
-        {
+        if unit.alive().any(|pod| workers_to_delete.contains(pod.name)) {
             let reason = format!(
                 "listed in spec.workerGroupSpecs[{group_index}].scaleStrategy.workersToDelete"
             );
@@ -457,8 +448,9 @@ pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 mod tests {
     use super::*;
     use crate::settings::Settings;
-    use crate::test_support::{cluster_from_yaml, pod};
+    use crate::test_support::{cluster_from_yaml, pod, views};
     use std::collections::BTreeMap;
+    use wasmray_plugin_sdk::record::Pod as PodRecord;
 
     const CLUSTER: &str = r#"
 metadata: {name: rc, namespace: ns, uid: u}
@@ -495,16 +487,16 @@ spec:
         cluster_from_yaml(&yaml)
     }
 
-    fn worker(name: &str, created: i64) -> ObservedPod {
+    fn worker(name: &str, created: i64) -> PodRecord {
         let mut p = pod(name, "worker", "g", "Running", true);
-        p.creation_timestamp = Some(wasmray_plugin_sdk::Timestamp {
+        p.creation_timestamp = Some(wasmray_plugin_sdk::record::Timestamp {
             seconds: created,
             nanos: 0,
         });
         p
     }
 
-    fn head() -> ObservedPod {
+    fn head() -> PodRecord {
         pod("rc-head-x", "head", "headgroup", "Running", true)
     }
 
@@ -514,13 +506,10 @@ spec:
         problems: usize,
     }
 
-    fn run(
-        cluster: &wasmray_crds::RayCluster,
-        settings: &Settings,
-        pods: &[ObservedPod],
-    ) -> Outcome {
+    fn run(cluster: &wasmray_crds::RayCluster, settings: &Settings, pods: &[PodRecord]) -> Outcome {
         let ctx = ClusterContext::new(cluster, settings);
-        let plan = plan_pods(&ctx, pods, PodMode::Reconcile, false, FNV_OFFSET);
+        let pods = views(pods);
+        let plan = plan_pods(&ctx, &pods, PodMode::Reconcile, false, FNV_OFFSET);
         Outcome {
             created: plan
                 .creates
@@ -528,7 +517,7 @@ spec:
                 .filter(|c| c.worker_group.is_some())
                 .map(|c| c.replicas.len())
                 .sum(),
-            deleted: plan.deletes.iter().map(|d| d.pod.name.clone()).collect(),
+            deleted: plan.deletes.iter().map(|d| d.pod.name.to_owned()).collect(),
             problems: plan.problems.len(),
         }
     }
@@ -543,7 +532,7 @@ spec:
             &'static str,
             &'static str,
             bool,
-            Vec<ObservedPod>,
+            Vec<PodRecord>,
             usize,
             Vec<&'static str>,
         );
@@ -600,7 +589,7 @@ spec:
     fn terminating_pods_block_recreation_but_not_counted_for_scale_down() {
         let cluster = cluster("2", "0", "5", "none", false);
         let mut gone = worker("w-gone", 1);
-        gone.deletion_timestamp = Some(wasmray_plugin_sdk::Timestamp {
+        gone.deletion_timestamp = Some(wasmray_plugin_sdk::record::Timestamp {
             seconds: 9,
             nanos: 0,
         });
@@ -621,9 +610,16 @@ spec:
         let failed = pod("w-failed", "worker", "g", "Failed", false);
         let mut exited = worker("w-exited", 1);
         exited.restart_policy = Some("Never".into());
-        exited.container_statuses = vec![crate::test_support::terminated("ray-worker", 1)];
+        exited.container_statuses = vec![wasmray_plugin_sdk::record::ContainerStatus::terminated(
+            "ray-worker",
+            1,
+        )];
         let mut restarting = worker("w-restarting", 1);
-        restarting.container_statuses = vec![crate::test_support::terminated("ray-worker", 1)];
+        restarting.container_statuses =
+            vec![wasmray_plugin_sdk::record::ContainerStatus::terminated(
+                "ray-worker",
+                1,
+            )];
         let pods = vec![head(), failed, exited, restarting];
         let outcome = run(&cluster, &Settings::default(), &pods);
         assert_eq!(outcome.deleted, ["w-failed", "w-exited"]);
@@ -646,11 +642,11 @@ spec:
         );
         let plan = plan_pods(&ctx, &[], PodMode::Reconcile, true, 0);
         assert!(plan.creates.is_empty() && plan.problems.len() == 1);
-        let failed = [pod("h", "head", "headgroup", "Failed", false)];
+        let failed = views(&[pod("h", "head", "headgroup", "Failed", false)]);
         let plan = plan_pods(&ctx, &failed, PodMode::Reconcile, false, 0);
         assert_eq!(plan.deletes.len(), 1);
         assert!(plan.creates.is_empty());
-        let two = [head(), pod("h2", "head", "headgroup", "Running", true)];
+        let two = views(&[head(), pod("h2", "head", "headgroup", "Running", true)]);
         let plan = plan_pods(&ctx, &two, PodMode::Reconcile, false, 0);
         assert!(!plan.changes_pods());
         assert_eq!(plan.problems.len(), 1);
@@ -661,7 +657,7 @@ spec:
         let cluster = cluster("2", "0", "5", "none", false);
         let settings = Settings::default();
         let ctx = ClusterContext::new(&cluster, &settings);
-        let pods = [head(), worker("w-a", 1)];
+        let pods = views(&[head(), worker("w-a", 1)]);
         let plan = plan_pods(&ctx, &pods, PodMode::DeleteAll, false, 0);
         assert_eq!(plan.deletes.len(), 2);
         assert!(plan.creates.is_empty());
@@ -678,16 +674,13 @@ spec:
         let ctx = ClusterContext::new(&suspended_group, &settings);
         let plan = plan_pods(&ctx, &pods, PodMode::Reconcile, false, 0);
         assert_eq!(
-            plan.deletes
-                .iter()
-                .map(|d| d.pod.name.as_str())
-                .collect::<Vec<_>>(),
+            plan.deletes.iter().map(|d| d.pod.name).collect::<Vec<_>>(),
             ["w-a"]
         );
         assert!(plan.creates.is_empty());
     }
 
-    fn multi_host_pod(name: &str, replica: &str, index: u32) -> ObservedPod {
+    fn multi_host_pod(name: &str, replica: &str, index: u32) -> PodRecord {
         let mut p = worker(name, 1);
         p.labels
             .push((RAY_WORKER_REPLICA_NAME_LABEL_KEY.into(), replica.into()));
@@ -710,16 +703,16 @@ spec:
             ..Settings::default()
         };
         let ctx = ClusterContext::new(&cluster, &settings);
-        let pods = [
+        let pods = views(&[
             head(),
             multi_host_pod("a-0", "g-aaaaa", 0),
             multi_host_pod("a-1", "g-aaaaa", 0),
             multi_host_pod("b-0", "g-bbbbb", 1),
             multi_host_pod("b-1", "g-bbbbb", 1),
             multi_host_pod("c-0", "g-ccccc", 2), // incomplete
-        ];
+        ]);
         let plan = plan_pods(&ctx, &pods, PodMode::Reconcile, false, FNV_OFFSET);
-        let mut deleted: Vec<_> = plan.deletes.iter().map(|d| d.pod.name.as_str()).collect();
+        let mut deleted: Vec<_> = plan.deletes.iter().map(|d| d.pod.name).collect();
         deleted.sort();
         assert_eq!(deleted, ["b-0", "b-1", "c-0"]);
         let create = plan

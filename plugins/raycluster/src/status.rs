@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff;
 use wasmray_crds::constants::*;
 use wasmray_crds::raycluster::{ClusterState, HeadInfo, RayClusterStatus};
-use wasmray_plugin_sdk::{ContainerState, ObservedPod, ObservedService, Timestamp, lookup};
+use wasmray_plugin_sdk::{ContainerState, ObservedService, Pod, Timestamp, lookup};
 
 use crate::cluster::ClusterContext;
 use crate::quantity::Quantity;
@@ -62,7 +62,7 @@ fn condition_is_true(status: Option<&RayClusterStatus>, condition_type: &str) ->
 
 /// The next suspension step from `spec.suspend`, the current conditions and the pods.
 /// Without the status-conditions gate, KubeRay simply deletes pods while `suspend` is true.
-pub fn suspend_step(ctx: &ClusterContext, pods: &[ObservedPod]) -> SuspendStep {
+pub fn suspend_step(ctx: &ClusterContext, pods: &[Pod<'_>]) -> SuspendStep {
     let wanted = ctx.cluster.spec.is_suspended();
     let status = ctx.cluster.status.as_ref();
     if !ctx.settings.status_conditions {
@@ -101,7 +101,7 @@ pub struct PassOutcome<'a, 'p> {
 /// The new status, or `None` when it would equal the current one.
 pub fn compute_status(
     ctx: &ClusterContext,
-    pods: &[ObservedPod],
+    pods: &[Pod<'_>],
     services: &[ObservedService],
     outcome: &PassOutcome,
     now: Timestamp,
@@ -193,8 +193,8 @@ pub fn set_condition(
 
 fn update_conditions(
     conditions: &mut Vec<Condition>,
-    pods: &[ObservedPod],
-    head_pod: Option<&ObservedPod>,
+    pods: &[Pod<'_>],
+    head_pod: Option<&Pod<'_>>,
     outcome: &PassOutcome,
     now: &Time,
 ) {
@@ -274,7 +274,7 @@ fn update_conditions(
         let all_ready = !pods.is_empty()
             && !outcome.plan.changes_pods()
             && pods.iter().all(|pod| {
-                pod.phase.as_deref() == Some("Running")
+                pod.phase == Some("Running")
                     && !pod
                         .conditions
                         .iter()
@@ -304,7 +304,7 @@ fn update_conditions(
 
 /// `HeadPodReady` mirrors the head pod's Ready condition, with the failing container's
 /// reason in place of the generic `ContainersNotReady`.
-fn head_pod_ready(head: Option<&ObservedPod>) -> (bool, String, String) {
+fn head_pod_ready(head: Option<&Pod<'_>>) -> (bool, String, String) {
     let Some(head) = head else {
         return (
             false,
@@ -316,26 +316,23 @@ fn head_pod_ready(head: Option<&ObservedPod>) -> (bool, String, String) {
         return (false, "Unknown".to_owned(), String::new());
     };
     let is_true = ready.status == "True";
-    let mut reason = ready.reason.clone().unwrap_or_default();
-    let mut message = ready.message.clone().unwrap_or_default();
+    let mut reason = ready.reason.unwrap_or_default().to_owned();
+    let mut message = ready.message.unwrap_or_default().to_owned();
     if reason.is_empty() && is_true {
         reason = HEAD_POD_RUNNING_AND_READY.to_owned();
     }
     if reason == "ContainersNotReady"
         && let Some(status) = head.container_statuses.first()
     {
-        let detail = match &status.state {
-            ContainerState::Waiting(waiting) => {
-                waiting.reason.clone().zip(Some(waiting.message.clone()))
+        let detail = match status.state {
+            ContainerState::Waiting(waiting) => waiting.reason.zip(Some(waiting.message)),
+            ContainerState::Terminated(terminated) => {
+                terminated.reason.zip(Some(terminated.message))
             }
-            ContainerState::Terminated(terminated) => terminated
-                .reason
-                .clone()
-                .zip(Some(terminated.message.clone())),
             _ => None,
         };
         if let Some((container_reason, container_message)) = detail {
-            reason = container_reason;
+            reason = container_reason.to_owned();
             message = format!(
                 "{message}; {}: {}",
                 status.name,
@@ -349,7 +346,7 @@ fn head_pod_ready(head: Option<&ObservedPod>) -> (bool, String, String) {
     (is_true, reason, message)
 }
 
-fn update_counters(ctx: &ClusterContext, status: &mut RayClusterStatus, pods: &[ObservedPod]) {
+fn update_counters(ctx: &ClusterContext, status: &mut RayClusterStatus, pods: &[Pod<'_>]) {
     let workers = || {
         pods.iter()
             .filter(|pod| is_worker(pod) && !is_terminating(pod))
@@ -359,9 +356,7 @@ fn update_counters(ctx: &ClusterContext, status: &mut RayClusterStatus, pods: &[
         workers().filter(|pod| is_running_and_ready(pod)).count(),
     ));
     status.available_worker_replicas = Some(count(
-        workers()
-            .filter(|pod| pod.phase.as_deref() == Some("Running"))
-            .count(),
+        workers().filter(|pod| pod.phase == Some("Running")).count(),
     ));
     let (mut desired, mut min, mut max) = (0i32, 0i32, 0i32);
     for group in ctx.cluster.spec.worker_groups() {
@@ -439,7 +434,7 @@ fn update_desired_resources(ctx: &ClusterContext, status: &mut RayClusterStatus)
 fn update_head_and_endpoints(
     ctx: &ClusterContext,
     status: &mut RayClusterStatus,
-    head_pod: Option<&ObservedPod>,
+    head_pod: Option<&Pod<'_>>,
     services: &[ObservedService],
 ) {
     let head_service = services.iter().find(|service| {
@@ -447,8 +442,9 @@ fn update_head_and_endpoints(
             && lookup(&service.labels, RAY_NODE_TYPE_LABEL_KEY) == Some(HEAD_NODE_TYPE)
     });
     let pod_ip = head_pod
-        .and_then(|pod| pod.pod_ip.clone())
-        .filter(|ip| !ip.is_empty());
+        .and_then(|pod| pod.pod_ip)
+        .filter(|ip| !ip.is_empty())
+        .map(str::to_owned);
     let service_ip = head_service.and_then(|service| match service.cluster_ip.as_deref() {
         Some("None") => pod_ip.clone(),
         Some("") | None => None,
@@ -457,7 +453,7 @@ fn update_head_and_endpoints(
     let head = HeadInfo {
         pod_ip,
         service_ip,
-        pod_name: head_pod.map(|pod| pod.name.clone()),
+        pod_name: head_pod.map(|pod| pod.name.to_owned()),
         service_name: head_service.map(|service| service.name.clone()),
     };
     status.head = (head != HeadInfo::default()).then_some(head);
@@ -472,7 +468,7 @@ fn update_head_and_endpoints(
 fn update_state(
     ctx: &ClusterContext,
     status: &mut RayClusterStatus,
-    pods: &[ObservedPod],
+    pods: &[Pod<'_>],
     outcome: &PassOutcome,
     now: &Time,
 ) {
@@ -521,9 +517,10 @@ fn update_state(
 mod tests {
     use super::*;
     use crate::settings::Settings;
-    use crate::test_support::{cluster_from_yaml, pod};
-    use wasmray_plugin_sdk::bindings::types::{
-        ContainerStatus, ContainerWaiting, PodCondition, ServicePort,
+    use crate::test_support::{cluster_from_yaml, pod, views};
+    use wasmray_plugin_sdk::bindings::types::ServicePort;
+    use wasmray_plugin_sdk::record::{
+        ContainerState, ContainerStatus, ContainerWaiting, Pod as PodRecord, PodCondition,
     };
 
     const CLUSTER: &str = r#"
@@ -588,7 +585,7 @@ spec:
         }
     }
 
-    fn ready_pods() -> Vec<ObservedPod> {
+    fn ready_pods() -> Vec<PodRecord> {
         vec![
             pod("rc-head-a", "head", "headgroup", "Running", true),
             pod("rc-g-worker-a", "worker", "g", "Running", true),
@@ -598,11 +595,12 @@ spec:
 
     fn compute(
         cluster: &wasmray_crds::RayCluster,
-        pods: &[ObservedPod],
+        pods: &[PodRecord],
         plan: &PodPlan,
     ) -> Option<RayClusterStatus> {
         let settings = Settings::default();
         let ctx = ClusterContext::new(cluster, &settings);
+        let pods = &views(pods);
         let outcome = PassOutcome {
             plan,
             suspend: suspend_step(&ctx, pods),
@@ -742,7 +740,10 @@ spec:
         cluster.spec.suspend = Some(true);
         let settings = Settings::default();
         let ctx = ClusterContext::new(&cluster, &settings);
-        assert_eq!(suspend_step(&ctx, &ready_pods()), SuspendStep::Begin);
+        assert_eq!(
+            suspend_step(&ctx, &views(&ready_pods())),
+            SuspendStep::Begin
+        );
         let status = compute(&cluster, &ready_pods(), &PodPlan::default()).unwrap();
         assert_eq!(
             condition(&status, RAY_CLUSTER_SUSPENDING).unwrap().status,
@@ -753,7 +754,10 @@ spec:
         cluster.status = Some(status);
         cluster.spec.suspend = Some(false); // atomic: flipping back does not stop it
         let ctx = ClusterContext::new(&cluster, &settings);
-        assert_eq!(suspend_step(&ctx, &ready_pods()), SuspendStep::Continue);
+        assert_eq!(
+            suspend_step(&ctx, &views(&ready_pods())),
+            SuspendStep::Continue
+        );
         assert_eq!(suspend_step(&ctx, &[]), SuspendStep::Complete);
         let status = compute(&cluster, &[], &PodPlan::default()).unwrap();
         assert_eq!(
@@ -801,7 +805,14 @@ spec:
             )),
             invalid: None,
         };
-        let status = compute_status(&ctx, &ready_pods(), &[head_service()], &outcome, NOW).unwrap();
+        let status = compute_status(
+            &ctx,
+            &views(&ready_pods()),
+            &[head_service()],
+            &outcome,
+            NOW,
+        )
+        .unwrap();
         assert_eq!(
             condition(&status, RAY_CLUSTER_REPLICA_FAILURE)
                 .unwrap()
@@ -815,7 +826,7 @@ spec:
             invalid: Some(("InvalidRayClusterSpec", "bad".into())),
             ..outcome
         };
-        let status = compute_status(&ctx, &ready_pods(), &[], &outcome, NOW).unwrap();
+        let status = compute_status(&ctx, &views(&ready_pods()), &[], &outcome, NOW).unwrap();
         let invalid = condition(&status, RAY_CLUSTER_INVALID).unwrap();
         assert_eq!(
             (invalid.reason.as_str(), invalid.message.as_str()),

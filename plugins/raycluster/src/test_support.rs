@@ -10,16 +10,16 @@ pub fn cluster_from_yaml(yaml: &str) -> RayCluster {
     serde_json::from_value(value).expect("test YAML is a RayCluster")
 }
 
-use wasmray_plugin_sdk::{ContainerState, ContainerStatus, ObservedPod, PodCondition};
+use wasmray_plugin_sdk::record::{Pod, PodCondition};
 
 /// An observed Ray pod of the cluster `rc`; `ready` sets its Ready condition.
-pub fn pod(name: &str, node_type: &str, group: &str, phase: &str, ready: bool) -> ObservedPod {
+pub fn pod(name: &str, node_type: &str, group: &str, phase: &str, ready: bool) -> Pod {
     let labels = [
         ("ray.io/cluster", "rc"),
         ("ray.io/node-type", node_type),
         ("ray.io/group", group),
     ];
-    ObservedPod {
+    Pod {
         name: name.to_owned(),
         uid: format!("uid-{name}"),
         resource_version: "1".to_owned(),
@@ -51,23 +51,11 @@ pub fn pod(name: &str, node_type: &str, group: &str, phase: &str, ready: bool) -
     }
 }
 
-/// The status of a container that exited with `exit_code`.
-pub fn terminated(name: &str, exit_code: i32) -> ContainerStatus {
-    ContainerStatus {
-        name: name.to_owned(),
-        ready: false,
-        started: Some(false),
-        restart_count: 0,
-        state: ContainerState::Terminated(
-            wasmray_plugin_sdk::bindings::types::ContainerTerminated {
-                exit_code,
-                signal: None,
-                reason: Some("Error".to_owned()),
-                message: None,
-                started_at: None,
-                finished_at: None,
-            },
-        ),
-        last_state: ContainerState::Unknown,
-    }
+/// Views of `pods` as a plugin reads them, through a pod table as the host passes it. The
+/// table is leaked so that the views (and plans that borrow them) live for the whole test.
+pub fn views(pods: &[Pod]) -> Vec<wasmray_plugin_sdk::Pod<'static>> {
+    let table: &'static wasmray_plugin_sdk::ObservedPods = Box::leak(Box::new(
+        wasmray_plugin_sdk::ObservedPods::from_records(pods),
+    ));
+    table.views()
 }

@@ -57,7 +57,7 @@ fn input(
     ReconcileInput {
         kind: "RayJob".into(),
         parent: parent.to_string(),
-        pods: vec![],
+        pods: wasmray_plugin_sdk::ObservedPods::empty(),
         services: vec![],
         children,
         related: vec![],

@@ -19,9 +19,7 @@ use wasmray_plugin_sdk::reconciler::{
     DashboardReachability, Decision, JobObservation, RayActionKind, RayJobInfo, RayQuery,
     Reconciler, Request,
 };
-use wasmray_plugin_sdk::{
-    Duration, Event, EventType, PluginError, Timestamp, WriteMode, log, lookup,
-};
+use wasmray_plugin_sdk::{Duration, Event, EventType, PluginError, Timestamp, WriteMode, log};
 
 use crate::cleanup::{self, CleanupAction};
 use crate::cluster::{
@@ -535,7 +533,7 @@ impl<'a> Pass<'a> {
         }
         let submitter = match self.mode() {
             JobSubmissionMode::K8sJobMode => Some(self.submitter_state(&cluster)?),
-            JobSubmissionMode::SidecarMode => Some(sidecar_state(self.head_pod(&name))),
+            JobSubmissionMode::SidecarMode => Some(sidecar_state(self.head_pod(&name).as_ref())),
             JobSubmissionMode::HTTPMode | JobSubmissionMode::InteractiveMode => None,
         };
         self.decision
@@ -705,10 +703,10 @@ impl<'a> Pass<'a> {
         }
     }
 
-    fn head_pod(&self, cluster: &str) -> Option<&'a wasmray_plugin_sdk::ObservedPod> {
-        self.request.pods.iter().find(|pod| {
-            lookup(&pod.labels, RAY_CLUSTER_LABEL_KEY) == Some(cluster)
-                && lookup(&pod.labels, RAY_NODE_TYPE_LABEL_KEY) == Some(HEAD_NODE_TYPE)
+    fn head_pod(&self, cluster: &str) -> Option<wasmray_plugin_sdk::Pod<'a>> {
+        self.request.pods.views().into_iter().find(|pod| {
+            pod.labels.get(RAY_CLUSTER_LABEL_KEY) == Some(cluster)
+                && pod.labels.get(RAY_NODE_TYPE_LABEL_KEY) == Some(HEAD_NODE_TYPE)
         })
     }
 

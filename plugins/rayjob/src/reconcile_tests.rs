@@ -9,11 +9,12 @@ use wasmray_plugin_sdk::reconciler::{
     RayObservations, RayQuery, ReconcileInput, ReconcileOutput, run,
 };
 use wasmray_plugin_sdk::{
-    EventType, HostFacts, ObservedObject, ObservedPod, ObservedService, Timestamp, WriteMode,
+    EventType, HostFacts, ObservedObject, ObservedPods, ObservedService, Timestamp, WriteMode,
 };
 
 use super::RayJobReconciler;
-use crate::test_support::{head_pod, terminated};
+use crate::test_support::head_pod;
+use wasmray_plugin_sdk::record::ContainerStatus;
 
 const NOW: i64 = 1_795_400_000;
 const UID: &str = "0b7d6e1c-uid";
@@ -153,7 +154,7 @@ struct Input {
     children: Vec<ObservedObject>,
     related: Vec<ObservedObject>,
     services: Vec<ObservedService>,
-    pods: Vec<ObservedPod>,
+    pods: Vec<wasmray_plugin_sdk::record::Pod>,
     ray: RayObservations,
     now: Timestamp,
     settings: Vec<(String, String)>,
@@ -199,7 +200,7 @@ impl Input {
         let input = ReconcileInput {
             kind: "RayJob".into(),
             parent: self.parent.to_string(),
-            pods: self.pods.clone(),
+            pods: ObservedPods::from_records(&self.pods),
             services: self.services.clone(),
             children: self.children.clone(),
             related: self.related.clone(),
@@ -928,7 +929,7 @@ fn sidecar_mode_follows_the_head_pods_submitter_container() {
 
     let mut pod = head_pod("rj-c1");
     pod.container_statuses
-        .push(terminated("ray-job-submitter", 2));
+        .push(ContainerStatus::terminated("ray-job-submitter", 2));
     let mut exited = base.clone();
     exited.pods.push(pod);
     let out = exited.run();

@@ -16,7 +16,7 @@ use wasmray_crds::constants::{
     RAY_AUTH_TOKEN_ENV, RAY_AUTH_TOKEN_SECRET_KEY, RAY_ORIGINATED_FROM_CR_NAME_LABEL_KEY,
     RAY_ORIGINATED_FROM_CRD_LABEL_KEY, SUBMITTER_SIDECAR_CONTAINER_NAME,
 };
-use wasmray_plugin_sdk::{ContainerState, ObservedPod, Timestamp};
+use wasmray_plugin_sdk::{ContainerState, Pod, Timestamp};
 
 use crate::submission::JobRequest;
 
@@ -275,7 +275,7 @@ pub fn job_state(job: &Job) -> SubmitterState {
 }
 
 /// The sidecar's state from the head pod of the cluster (the host passes it in SidecarMode).
-pub fn sidecar_state(head_pod: Option<&ObservedPod>) -> SubmitterState {
+pub fn sidecar_state(head_pod: Option<&Pod<'_>>) -> SubmitterState {
     let Some(pod) = head_pod else {
         return SubmitterState::HeadPodMissing;
     };
@@ -283,7 +283,7 @@ pub fn sidecar_state(head_pod: Option<&ObservedPod>) -> SubmitterState {
         .container_statuses
         .iter()
         .find(|status| status.name == SUBMITTER_SIDECAR_CONTAINER_NAME);
-    match sidecar.map(|status| &status.state) {
+    match sidecar.map(|status| status.state) {
         Some(ContainerState::Terminated(terminated)) => {
             let at = terminated.finished_at;
             if terminated.exit_code == 0 {
@@ -294,7 +294,7 @@ pub fn sidecar_state(head_pod: Option<&ObservedPod>) -> SubmitterState {
                     message: format!(
                         "Ray head pod container {SUBMITTER_SIDECAR_CONTAINER_NAME} terminated with exit code {}: {}",
                         terminated.exit_code,
-                        terminated.reason.as_deref().unwrap_or_default()
+                        terminated.reason.unwrap_or_default()
                     ),
                 }
             }
@@ -306,7 +306,8 @@ pub fn sidecar_state(head_pod: Option<&ObservedPod>) -> SubmitterState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{head_pod, job_from_yaml, terminated};
+    use crate::test_support::{head_pod, job_from_yaml};
+    use wasmray_plugin_sdk::record::ContainerStatus;
 
     const JOB: &str = r#"
 metadata: {name: rayjob-sample, namespace: ns, uid: uid-1}
@@ -480,12 +481,16 @@ spec:
     #[test]
     fn sidecar_state_from_the_head_pod() {
         assert_eq!(sidecar_state(None), SubmitterState::HeadPodMissing);
+        let state_of = |pod: &wasmray_plugin_sdk::record::Pod| {
+            let table = wasmray_plugin_sdk::ObservedPods::from_records(std::slice::from_ref(pod));
+            sidecar_state(table.views().first())
+        };
         let mut pod = head_pod("c");
-        assert_eq!(sidecar_state(Some(&pod)), SubmitterState::Running);
+        assert_eq!(state_of(&pod), SubmitterState::Running);
         pod.container_statuses
-            .push(terminated("ray-job-submitter", 1));
+            .push(ContainerStatus::terminated("ray-job-submitter", 1));
         assert_eq!(
-            sidecar_state(Some(&pod)),
+            state_of(&pod),
             SubmitterState::Failed {
                 at: None,
                 message:
@@ -493,10 +498,7 @@ spec:
                         .into()
             }
         );
-        pod.container_statuses[0] = terminated("ray-job-submitter", 0);
-        assert_eq!(
-            sidecar_state(Some(&pod)),
-            SubmitterState::Finished { at: None }
-        );
+        pod.container_statuses[0] = ContainerStatus::terminated("ray-job-submitter", 0);
+        assert_eq!(state_of(&pod), SubmitterState::Finished { at: None });
     }
 }

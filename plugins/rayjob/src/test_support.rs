@@ -1,8 +1,7 @@
 //! Builders shared by the unit tests.
 
 use wasmray_crds::{RayCluster, RayJob};
-use wasmray_plugin_sdk::bindings::types::ContainerTerminated;
-use wasmray_plugin_sdk::{ContainerState, ContainerStatus, ObservedPod};
+use wasmray_plugin_sdk::record::Pod;
 
 use crate::observed::Seen;
 
@@ -48,8 +47,8 @@ pub fn seen(cluster: RayCluster) -> Seen<RayCluster> {
 }
 
 /// The head pod of cluster `cluster`, running.
-pub fn head_pod(cluster: &str) -> ObservedPod {
-    ObservedPod {
+pub fn head_pod(cluster: &str) -> Pod {
+    Pod {
         name: format!("{cluster}-head"),
         uid: format!("uid-{cluster}-head"),
         resource_version: "1".to_owned(),
@@ -72,24 +71,5 @@ pub fn head_pod(cluster: &str) -> ObservedPod {
         conditions: Vec::new(),
         init_container_statuses: Vec::new(),
         container_statuses: Vec::new(),
-    }
-}
-
-/// The status of a container that exited with `exit_code`.
-pub fn terminated(name: &str, exit_code: i32) -> ContainerStatus {
-    ContainerStatus {
-        name: name.to_owned(),
-        ready: false,
-        started: Some(false),
-        restart_count: 0,
-        state: ContainerState::Terminated(ContainerTerminated {
-            exit_code,
-            signal: None,
-            reason: Some(if exit_code == 0 { "Completed" } else { "Error" }.to_owned()),
-            message: None,
-            started_at: None,
-            finished_at: None,
-        }),
-        last_state: ContainerState::Unknown,
     }
 }

@@ -12,8 +12,8 @@ mod shared {
         inline: "
             package wasmray:sdk;
             world shared {
-                import wasmray:plugin/types@0.1.0;
-                import wasmray:plugin/logging@0.1.0;
+                import wasmray:plugin/types@0.2.0;
+                import wasmray:plugin/logging@0.2.0;
             }
         ",
         path: "../../wit",
@@ -29,10 +29,10 @@ pub use shared::wasmray::plugin::{logging, types};
 pub mod reconciler {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "wasmray:plugin/reconciler@0.1.0",
+        world: "wasmray:plugin/reconciler@0.2.0",
         with: {
-            "wasmray:plugin/types@0.1.0": crate::bindings::types,
-            "wasmray:plugin/logging@0.1.0": crate::bindings::logging,
+            "wasmray:plugin/types@0.2.0": crate::bindings::types,
+            "wasmray:plugin/logging@0.2.0": crate::bindings::logging,
         },
         additional_derives: [PartialEq],
         pub_export_macro: true,
@@ -46,10 +46,10 @@ pub mod reconciler {
 pub mod scheduler {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "wasmray:plugin/scheduler@0.1.0",
+        world: "wasmray:plugin/scheduler@0.2.0",
         with: {
-            "wasmray:plugin/types@0.1.0": crate::bindings::types,
-            "wasmray:plugin/logging@0.1.0": crate::bindings::logging,
+            "wasmray:plugin/types@0.2.0": crate::bindings::types,
+            "wasmray:plugin/logging@0.2.0": crate::bindings::logging,
         },
         additional_derives: [PartialEq],
         pub_export_macro: true,
@@ -63,10 +63,10 @@ pub mod scheduler {
 pub mod autoscaler {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "wasmray:plugin/autoscaler@0.1.0",
+        world: "wasmray:plugin/autoscaler@0.2.0",
         with: {
-            "wasmray:plugin/types@0.1.0": crate::bindings::types,
-            "wasmray:plugin/logging@0.1.0": crate::bindings::logging,
+            "wasmray:plugin/types@0.2.0": crate::bindings::types,
+            "wasmray:plugin/logging@0.2.0": crate::bindings::logging,
         },
         additional_derives: [PartialEq],
         pub_export_macro: true,

@@ -9,7 +9,8 @@
 //! exactly one role.
 //!
 //! The typed layer parses the JSON parts of the contract (the parent object, pod
-//! templates, status) into Kubernetes types and gives the typed WIT records as they are.
+//! templates, status) into Kubernetes types, reads the pod table through views
+//! ([`Pod`]), and gives the other typed WIT records as they are.
 //! Everything here also compiles for the host target, so plugin logic is unit-tested
 //! with a plain `cargo test`; logging then goes to stderr.
 
@@ -21,6 +22,7 @@ mod arena;
 pub mod bindings;
 mod json;
 pub mod log;
+pub mod pods;
 mod time;
 
 #[cfg(feature = "autoscaler")]
@@ -31,12 +33,15 @@ pub mod reconciler;
 pub mod scheduler;
 
 pub use bindings::types::{
-    ContainerState, ContainerStatus, DesiredObject, Event, EventType, HostFacts, ObservedObject,
-    ObservedPod, ObservedService, PluginError, PodCondition, PodReplica, PodSet, Timestamp,
-    WriteMode,
+    DesiredObject, Event, EventType, HostFacts, ObservedObject, ObservedPods, ObservedService,
+    PluginError, PodReplica, PodSet, Timestamp, WriteMode,
 };
 pub use json::{from_json, to_json};
 pub use k8s_openapi;
+pub use pods::{
+    Conditions, ContainerState, ContainerStatus, ContainerStatuses, ContainerTerminated,
+    ContainerWaiting, Pairs, Pod, PodCondition, record,
+};
 pub use serde_json;
 pub use time::{Duration, timestamp_from_rfc3339};
 /// The `ray.io/v1` types (`crds::RayCluster`, `crds::RayJob`, ...), constants and validation.

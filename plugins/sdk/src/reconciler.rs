@@ -8,8 +8,8 @@ pub use crate::bindings::reconciler::exports::wasmray::plugin::reconcile::{
     RayJobInfo, RayObservations, RayQuery, ReconcileInput, ReconcileOutput, SubmitJob,
 };
 use crate::{
-    DesiredObject, Duration, Event, HostFacts, ObservedObject, ObservedPod, ObservedService,
-    PluginError, PodReplica, PodSet, Timestamp, WriteMode, from_json, to_json,
+    DesiredObject, Duration, Event, HostFacts, ObservedObject, ObservedPods, ObservedService,
+    PluginError, Pod, PodReplica, PodSet, Timestamp, WriteMode, from_json, to_json,
 };
 
 /// The input of a reconcile call with the parent parsed into `P` (for example
@@ -20,8 +20,8 @@ pub struct Request<P> {
     pub kind: String,
     /// The parent object.
     pub parent: P,
-    /// Pods the parent owns.
-    pub pods: Vec<ObservedPod>,
+    /// Pods the parent owns, as the host's table; `pods.views()` reads them.
+    pub pods: ObservedPods,
     /// Services the parent owns.
     pub services: Vec<ObservedService>,
     /// Owned children of other kinds.
@@ -134,8 +134,8 @@ impl Decision {
     }
 
     /// Deletes an owned pod.
-    pub fn delete_pod(&mut self, pod: &ObservedPod, reason: &str) {
-        self.delete("v1", "Pod", &pod.name, &pod.uid, reason);
+    pub fn delete_pod(&mut self, pod: &Pod<'_>, reason: &str) {
+        self.delete("v1", "Pod", pod.name, pod.uid, reason);
     }
 
     /// Sets the parent's full new status; the host writes it only if it changed.

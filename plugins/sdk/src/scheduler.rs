@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 pub use crate::bindings::scheduler::exports::wasmray::plugin::schedule::{
     Admission, PodSetPatch, ScheduleInput, ScheduleOutput,
 };
-use crate::{HostFacts, ObservedPod, PluginError, PodSet, Timestamp, from_json};
+use crate::{HostFacts, ObservedPods, PluginError, PodSet, Timestamp, from_json};
 
 /// The input of a schedule call with the parent parsed into `P`.
 #[derive(Debug, Clone)]
@@ -17,7 +17,7 @@ pub struct Request<P> {
     /// The pods the reconciler wants to create.
     pub pod_sets: Vec<PodSet>,
     /// Pods that exist already.
-    pub existing_pods: Vec<ObservedPod>,
+    pub existing_pods: ObservedPods,
     /// The current time.
     pub now: Timestamp,
     /// The plugin's configuration (opaque text).

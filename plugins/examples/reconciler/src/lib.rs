@@ -18,7 +18,7 @@ use wasmray_plugin_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMe
 use wasmray_plugin_sdk::reconciler::{Decision, Reconciler, Request};
 use wasmray_plugin_sdk::serde_json::{Value, json};
 use wasmray_plugin_sdk::{
-    Duration, Event, ObservedPod, PluginError, PodReplica, WriteMode, export_reconciler, lookup,
+    Duration, Event, PluginError, Pod as ObservedPod, PodReplica, WriteMode, export_reconciler,
 };
 
 const LABEL_CLUSTER: &str = "ray.io/cluster";
@@ -102,7 +102,8 @@ impl Reconciler for ExampleReconciler {
             .as_deref()
             .ok_or_else(|| PluginError::new("InvalidSpec", "metadata.name: required"))?;
         let suspended = cluster.spec.suspend == Some(true);
-        let observed = ObservedPods::group(&request.pods);
+        let pods = request.pods.views();
+        let observed = PodsByRole::group(&pods);
         let mut decision = Decision::default();
 
         // Pods that can never become ready again are replaced.
@@ -146,16 +147,16 @@ export_reconciler!(ExampleReconciler);
 
 /// The observed pods, sorted by role.
 #[derive(Default)]
-struct ObservedPods<'a> {
-    heads: Vec<&'a ObservedPod>,
-    workers: BTreeMap<&'a str, Vec<&'a ObservedPod>>,
-    failed: Vec<&'a ObservedPod>,
+struct PodsByRole<'a> {
+    heads: Vec<&'a ObservedPod<'a>>,
+    workers: BTreeMap<&'a str, Vec<&'a ObservedPod<'a>>>,
+    failed: Vec<&'a ObservedPod<'a>>,
     terminating: usize,
 }
 
-impl<'a> ObservedPods<'a> {
-    fn group(pods: &'a [ObservedPod]) -> Self {
-        let mut observed = ObservedPods::default();
+impl<'a> PodsByRole<'a> {
+    fn group(pods: &'a [ObservedPod<'a>]) -> Self {
+        let mut observed = PodsByRole::default();
         for pod in pods {
             if pod.deletion_timestamp.is_some() {
                 observed.terminating += 1;
@@ -165,10 +166,10 @@ impl<'a> ObservedPods<'a> {
                 observed.failed.push(pod);
                 continue;
             }
-            match lookup(&pod.labels, LABEL_NODE_TYPE) {
+            match pod.labels.get(LABEL_NODE_TYPE) {
                 Some("head") => observed.heads.push(pod),
                 Some("worker") => {
-                    let group = lookup(&pod.labels, LABEL_GROUP).unwrap_or_default();
+                    let group = pod.labels.get(LABEL_GROUP).unwrap_or_default();
                     observed.workers.entry(group).or_default().push(pod);
                 }
                 _ => {}
@@ -178,13 +179,13 @@ impl<'a> ObservedPods<'a> {
     }
 }
 
-fn is_failed(pod: &ObservedPod) -> bool {
-    let ended = matches!(pod.phase.as_deref(), Some("Failed") | Some("Succeeded"));
-    ended && pod.restart_policy.as_deref() != Some("Always")
+fn is_failed(pod: &ObservedPod<'_>) -> bool {
+    let ended = matches!(pod.phase, Some("Failed") | Some("Succeeded"));
+    ended && pod.restart_policy != Some("Always")
 }
 
-fn is_ready(pod: &ObservedPod) -> bool {
-    pod.phase.as_deref() == Some("Running")
+fn is_ready(pod: &ObservedPod<'_>) -> bool {
+    pod.phase == Some("Running")
         && pod
             .conditions
             .iter()
@@ -231,7 +232,7 @@ fn reconcile_head(
     request: &Request<RayCluster>,
     name: &str,
     suspended: bool,
-    observed: &ObservedPods<'_>,
+    observed: &PodsByRole<'_>,
     decision: &mut Decision,
 ) -> Result<(), PluginError> {
     if suspended {
@@ -243,8 +244,8 @@ fn reconcile_head(
     // More than one head: keep the oldest.
     let mut heads = observed.heads.clone();
     heads.sort_by(|a, b| {
-        let key = |pod: &ObservedPod| pod.creation_timestamp.map(|t| (t.seconds, t.nanos));
-        key(a).cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
+        let key = |pod: &ObservedPod<'_>| pod.creation_timestamp.map(|t| (t.seconds, t.nanos));
+        key(a).cmp(&key(b)).then_with(|| a.name.cmp(b.name))
     });
     for extra in heads.iter().skip(1) {
         decision.delete_pod(extra, "more than one head pod");
@@ -282,7 +283,7 @@ fn reconcile_group(
     cluster: &str,
     group: &WorkerGroupSpec,
     suspended: bool,
-    live: &[&ObservedPod],
+    live: &[&ObservedPod<'_>],
     decision: &mut Decision,
 ) -> Result<(), PluginError> {
     let to_delete: BTreeSet<&str> = group
@@ -296,9 +297,9 @@ fn reconcile_group(
                 .collect()
         })
         .unwrap_or_default();
-    let mut kept: Vec<&ObservedPod> = Vec::with_capacity(live.len());
+    let mut kept: Vec<&ObservedPod<'_>> = Vec::with_capacity(live.len());
     for pod in live {
-        if to_delete.contains(pod.name.as_str()) {
+        if to_delete.contains(pod.name) {
             decision.delete_pod(pod, "listed in workersToDelete");
         } else {
             kept.push(pod);
@@ -308,10 +309,12 @@ fn reconcile_group(
     if kept.len() > desired {
         // Remove pods that are not running first, then the highest replica indexes.
         kept.sort_by_key(|pod| {
-            let index = lookup(&pod.labels, LABEL_REPLICA_INDEX)
+            let index = pod
+                .labels
+                .get(LABEL_REPLICA_INDEX)
                 .and_then(|index| index.parse::<u32>().ok())
                 .unwrap_or(u32::MAX);
-            (is_ready(pod), std::cmp::Reverse(index), pod.name.clone())
+            (is_ready(pod), std::cmp::Reverse(index), pod.name)
         });
         let surplus = kept.len() - desired;
         for pod in kept.drain(..surplus) {
@@ -327,7 +330,7 @@ fn reconcile_group(
     } else if kept.len() < desired {
         let used: BTreeSet<u32> = kept
             .iter()
-            .filter_map(|pod| lookup(&pod.labels, LABEL_REPLICA_INDEX)?.parse().ok())
+            .filter_map(|pod| pod.labels.get(LABEL_REPLICA_INDEX)?.parse().ok())
             .collect();
         let missing = desired - kept.len();
         let free_indexes = (0u32..).filter(|index| !used.contains(index)).take(missing);
@@ -424,7 +427,7 @@ struct WorkerCounts {
 }
 
 impl WorkerCounts {
-    fn add(&mut self, group: &WorkerGroupSpec, suspended: bool, live: &[&ObservedPod]) {
+    fn add(&mut self, group: &WorkerGroupSpec, suspended: bool, live: &[&ObservedPod<'_>]) {
         let hosts = i64::from(group.num_of_hosts.unwrap_or(1).max(1));
         self.desired += group.desired_pods(suspended);
         self.min += i64::from(group.min_replicas.unwrap_or(0)) * hosts;
@@ -432,14 +435,14 @@ impl WorkerCounts {
         self.ready += live.iter().filter(|pod| is_ready(pod)).count();
         self.available += live
             .iter()
-            .filter(|pod| pod.phase.as_deref() == Some("Running"))
+            .filter(|pod| pod.phase == Some("Running"))
             .count();
     }
 }
 
 fn status(
     request: &Request<RayCluster>,
-    observed: &ObservedPods<'_>,
+    observed: &PodsByRole<'_>,
     workers: &WorkerCounts,
 ) -> Value {
     let head = observed.heads.first();
@@ -462,8 +465,8 @@ fn status(
         "maxWorkerReplicas": workers.max,
         "observedGeneration": request.parent.metadata.generation,
         "head": {
-            "podName": head.map(|pod| pod.name.as_str()),
-            "podIP": head.and_then(|pod| pod.pod_ip.as_deref()),
+            "podName": head.map(|pod| pod.name),
+            "podIP": head.and_then(|pod| pod.pod_ip),
             "serviceName": head_service_name(request.parent.metadata.name.as_deref().unwrap_or_default()),
         },
         "conditions": [
@@ -481,9 +484,10 @@ fn status(
 mod tests {
     use super::*;
     use wasmray_plugin_sdk::reconciler::{RayObservations, ReconcileInput, run};
-    use wasmray_plugin_sdk::{HostFacts, Timestamp};
+    use wasmray_plugin_sdk::record::Pod as PodRecord;
+    use wasmray_plugin_sdk::{HostFacts, ObservedPods, Timestamp};
 
-    fn input(pods: Vec<ObservedPod>) -> ReconcileInput {
+    fn input(pods: Vec<PodRecord>) -> ReconcileInput {
         let parent = json!({
             "apiVersion": "ray.io/v1", "kind": "RayCluster",
             "metadata": {"name": "demo", "namespace": "default", "generation": 3},
@@ -498,7 +502,7 @@ mod tests {
         ReconcileInput {
             kind: "RayCluster".into(),
             parent: parent.to_string(),
-            pods,
+            pods: ObservedPods::from_records(&pods),
             services: Vec::new(),
             children: Vec::new(),
             related: Vec::new(),
@@ -516,8 +520,8 @@ mod tests {
         }
     }
 
-    fn worker(name: &str, index: u32) -> ObservedPod {
-        ObservedPod {
+    fn worker(name: &str, index: u32) -> PodRecord {
+        PodRecord {
             name: name.into(),
             uid: format!("uid-{name}"),
             resource_version: "1".into(),
