@@ -5,7 +5,7 @@
 //! call's observations, a deleted one is terminating or gone), which replaces KubeRay's
 //! scale expectations.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use wasmray_crds::constants::{
     RAY_HOST_INDEX_LABEL_KEY, RAY_NODE_GROUP_LABEL_KEY, RAY_NODE_TYPE_LABEL_KEY,
@@ -134,8 +134,18 @@ pub fn plan_pods<'p>(
         }
         PodMode::Reconcile => {
             plan_head(ctx, pods, head_recreation_forbidden, &mut plan);
+            // Workers by group in one pass over the pods, not one pass per group.
+            let mut workers: BTreeMap<&str, Vec<&'p Pod<'p>>> = BTreeMap::new();
+            for pod in pods.iter().filter(|pod| is_worker(pod)) {
+                if let Some(group) = pod.labels.get(RAY_NODE_GROUP_LABEL_KEY) {
+                    workers.entry(group).or_default().push(pod);
+                }
+            }
             for (index, group) in ctx.cluster.spec.worker_groups().iter().enumerate() {
-                plan_worker_group(ctx, index, group, pods, replica_name_seed, &mut plan);
+                let group_pods = workers
+                    .remove(group.group_name.as_str())
+                    .unwrap_or_default();
+                plan_worker_group(ctx, index, group, group_pods, replica_name_seed, &mut plan);
             }
         }
     }
@@ -269,16 +279,10 @@ fn plan_worker_group<'p>(
     ctx: &ClusterContext,
     group_index: usize,
     group: &WorkerGroupSpec,
-    pods: &'p [Pod<'p>],
+    mut group_pods: Vec<&'p Pod<'p>>,
     replica_name_seed: u64,
     plan: &mut PodPlan<'p>,
 ) {
-    let mut group_pods: Vec<&Pod<'_>> = pods
-        .iter()
-        .filter(|pod| {
-            is_worker(pod) && pod.labels.get(RAY_NODE_GROUP_LABEL_KEY) == Some(&group.group_name)
-        })
-        .collect();
     let hosts = u32::try_from(group.num_of_hosts()).unwrap_or(1).max(1);
     let indexing = ctx.settings.multi_host_indexing;
     let multi_host = indexing && hosts > 1;

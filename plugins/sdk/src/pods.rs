@@ -29,7 +29,7 @@ impl From<Timestamp> for record::Timestamp {
     }
 }
 
-/// Key/value pairs of a pod: its labels or annotations, in the order the host gave.
+/// Key/value pairs of a pod: its labels or annotations, sorted by key.
 #[derive(Debug, Clone, Copy)]
 pub struct Pairs<'a> {
     reader: Reader<'a>,
@@ -39,13 +39,10 @@ pub struct Pairs<'a> {
 impl<'a> Pairs<'a> {
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.rows
-            .chunks_exact(PAIR_WORDS)
-            .find(|pair| self.reader.text_is(pair, 0, key))
-            .map(|pair| self.reader.required_text(pair, 2))
+        self.reader.pair_value(self.rows, key)
     }
 
-    /// Every pair, in order.
+    /// Every pair, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
         let reader = self.reader;
         self.rows
@@ -446,7 +443,7 @@ mod tests {
         assert_eq!(b.labels.get("ray.io/grou"), None);
         assert_eq!(
             b.labels.iter().collect::<Vec<_>>(),
-            [("ray.io/node-type", "worker"), ("ray.io/group", "small")]
+            [("ray.io/group", "small"), ("ray.io/node-type", "worker")]
         );
         assert_eq!(b.conditions.get("Ready").map(|c| c.status), Some("False"));
         assert_eq!(

@@ -298,9 +298,12 @@ impl Table {
         }
     }
 
+    /// Pairs are written sorted by key (as bytes), so that readers can binary-search.
     fn push_pairs(&mut self, pairs: &[(String, String)]) -> [u32; 2] {
         let first = word(self.pairs.len() / PAIR_WORDS);
-        for (key, value) in pairs {
+        let mut sorted: Vec<&(String, String)> = pairs.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in sorted {
             let key = self.text_words(Some(key));
             let value = self.text_words(Some(value));
             self.pairs.extend(key.into_iter().chain(value));
@@ -564,40 +567,57 @@ impl<'a> Reader<'a> {
 
     /// The text at `row[offset..offset + 2]`: none when absent, empty when the reference
     /// does not fall on the table's text and its character boundaries.
+    #[inline]
     pub fn text(&self, row: &[u32], offset: usize) -> Option<&'a str> {
         let (start, len) = (*row.get(offset)?, *row.get(offset + 1)?);
         if start == NONE {
             return None;
         }
-        let start = start as usize;
-        Some(
-            self.text
-                .get(start..start.saturating_add(len as usize))
-                .unwrap_or_default(),
-        )
+        Some(self.slice(start, len))
     }
 
     /// Like [`Reader::text`], for text that is always present.
+    #[inline]
     pub fn required_text(&self, row: &[u32], offset: usize) -> &'a str {
         self.text(row, offset).unwrap_or_default()
     }
 
-    /// Whether the text at `row[offset..offset + 2]` is `expected`, without checking
-    /// character boundaries (a byte comparison: the hot path of label lookups).
-    pub fn text_is(&self, row: &[u32], offset: usize, expected: &str) -> bool {
-        let (Some(&start), Some(&len)) = (row.get(offset), row.get(offset + 1)) else {
-            return false;
+    #[inline]
+    fn slice(&self, start: u32, len: u32) -> &'a str {
+        let start = start as usize;
+        self.text
+            .get(start..start.saturating_add(len as usize))
+            .unwrap_or_default()
+    }
+
+    /// The value of `key` among pair rows (sorted by key, as the encoder writes them),
+    /// by binary search.
+    #[inline]
+    pub fn pair_value(&self, pairs: &[u32], key: &str) -> Option<&'a str> {
+        let bytes = self.text.as_bytes();
+        let key_at = |index: usize| {
+            let start = pairs[index * PAIR_WORDS] as usize;
+            let len = pairs[index * PAIR_WORDS + 1] as usize;
+            bytes
+                .get(start..start.saturating_add(len))
+                .unwrap_or_default()
         };
-        len as usize == expected.len()
-            && start != NONE
-            && self
-                .text
-                .as_bytes()
-                .get(start as usize..(start as usize).saturating_add(len as usize))
-                == Some(expected.as_bytes())
+        let (mut low, mut high) = (0, pairs.len() / PAIR_WORDS);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match key_at(middle).cmp(key.as_bytes()) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => {
+                    return Some(self.required_text(&pairs[middle * PAIR_WORDS..], 2));
+                }
+            }
+        }
+        None
     }
 
     /// The timestamp at `row[offset..offset + 3]`.
+    #[inline]
     pub fn time(&self, row: &[u32], offset: usize) -> Option<Timestamp> {
         let words = row.get(offset..offset + 3)?;
         if words[2] == NONE {
@@ -611,6 +631,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The rows of `list` (of `width` words each) referenced at `row[offset..offset + 2]`.
+    #[inline]
     pub fn rows(&self, row: &[u32], offset: usize, list: &'a [u32], width: usize) -> &'a [u32] {
         let (Some(&first), Some(&count)) = (row.get(offset), row.get(offset + 1)) else {
             return &[];
@@ -621,6 +642,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The word at `row[offset]`, or [`NONE`].
+    #[inline]
     pub fn word(&self, row: &[u32], offset: usize) -> u32 {
         row.get(offset).copied().unwrap_or(NONE)
     }
@@ -635,7 +657,13 @@ mod tests {
         Pod {
             name: name.to_owned(),
             uid: format!("uid-{name}"),
-            labels: vec![("ray.io/group".to_owned(), "small".to_owned())],
+            labels: ["team", "ray.io/group", "app", "ray.io/cluster"]
+                .iter()
+                .map(|key| {
+                    let value = if *key == "ray.io/group" { "small" } else { "x" };
+                    ((*key).to_owned(), value.to_owned())
+                })
+                .collect(),
             creation_timestamp: Some(Timestamp {
                 seconds: -5,
                 nanos: 7,
@@ -678,11 +706,11 @@ mod tests {
                 );
                 let second = &containers[CONTAINER_WORDS..];
                 format!(
-                    "{} {} {}={} {:?} {:?} {} {} {}",
+                    "{} {} {} ray.io/group={:?} {:?} {:?} {} {} {}",
                     reader.required_text(row, POD_NAME),
                     reader.required_text(row, POD_UID),
                     reader.required_text(labels, 0),
-                    reader.required_text(labels, 2),
+                    reader.pair_value(labels, "ray.io/group"),
                     reader.text(row, POD_PHASE),
                     reader.time(row, POD_CREATION_TIMESTAMP),
                     reader.required_text(conditions, 2),
@@ -699,7 +727,7 @@ mod tests {
         let joined = Table::concat(&parts);
         assert_eq!(joined, Table::of(&[pod("a"), pod("b"), pod("c")]));
         assert_eq!(joined.len(), 3);
-        let expected = "b uid-b ray.io/group=small Some(\"Running\") Some(Timestamp { seconds: -5, nanos: 7 }) True 137 CrashLoopBackOff";
+        let expected = "b uid-b app ray.io/group=Some(\"small\") Some(\"Running\") Some(Timestamp { seconds: -5, nanos: 7 }) True 137 CrashLoopBackOff";
         assert_eq!(summary(&joined)[1], expected);
     }
 
@@ -710,7 +738,14 @@ mod tests {
         let row = &table.pods[..POD_WORDS];
         assert_eq!(reader.text(row, POD_NODE_NAME), None);
         assert_eq!(reader.time(row, POD_DELETION_TIMESTAMP), None);
-        assert!(reader.text_is(row, POD_NAME, "a") && !reader.text_is(row, POD_NAME, "b"));
+        let labels = reader.rows(row, POD_LABELS, reader.pairs, PAIR_WORDS);
+        assert_eq!(reader.pair_value(labels, "ray.io/group"), Some("small"));
+        assert_eq!(reader.pair_value(labels, "ray.io/grou"), None);
+        assert_eq!(
+            reader.pair_value(&labels[..3], "ray.io/group"),
+            None,
+            "a cut row"
+        );
         table.pods[POD_NAME] = 1 << 20;
         table.pods[POD_LABELS] = 1 << 30;
         table.text.push('é');
