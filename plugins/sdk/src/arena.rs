@@ -19,9 +19,13 @@ use std::cell::Cell;
 
 /// Size of a wasm page.
 const PAGE: usize = 64 * 1024;
-/// Memory taken from the host at once (more if one allocation needs it), so that
-/// `memory.grow` (a host call) is rare.
-const CHUNK: usize = 16 * PAGE;
+/// Memory taken from the host at once (more if one allocation needs it). Each
+/// `memory.grow` is a host call that changes the protection of the whole chunk, and the
+/// pooling allocator changes it back after the call, so a chunk much larger than a call
+/// uses costs more than the extra calls a small one takes: 256 KiB took the RayCluster
+/// plugin's new-cluster call from about 315 to 270 us against 1 MiB (`cargo bench -p
+/// wasmray --bench runtime`, four alternating runs).
+const CHUNK: usize = 4 * PAGE;
 
 /// The allocator; install it with `#[global_allocator]`.
 pub struct CallArena {
