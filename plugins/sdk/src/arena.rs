@@ -15,7 +15,7 @@
 //! feature.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 
 /// Size of a wasm page.
 const PAGE: usize = 64 * 1024;
@@ -26,6 +26,22 @@ const PAGE: usize = 64 * 1024;
 /// plugin's new-cluster call from about 315 to 270 us against 1 MiB (`cargo bench -p
 /// wasmray --bench runtime`, four alternating runs).
 const CHUNK: usize = 4 * PAGE;
+
+/// Memory the arena hands out before it first calls `memory.grow`. A zeroed static lies
+/// in the module's initial memory (wasm-ld emits no data segment for it), so a call that
+/// stays within it never grows its memory. Growing is what costs: the pooling allocator
+/// must open the new pages for access and close them again after the call, one
+/// `mprotect` each way plus TLB shootdowns.
+const RESERVE: usize = 2 << 20;
+
+/// The reserve's storage.
+struct Reserve(UnsafeCell<[u8; RESERVE]>);
+
+// SAFETY: a wasm32 component instance runs one thread (wasm32-wasip2 has no threads), so
+// the storage is never reached from two threads; the arena only ever takes its address.
+unsafe impl Sync for Reserve {}
+
+static RESERVE_STORAGE: Reserve = Reserve(UnsafeCell::new([0; RESERVE]));
 
 /// The allocator; install it with `#[global_allocator]`.
 pub struct CallArena {
@@ -44,9 +60,15 @@ impl CallArena {
         }
     }
 
-    /// Takes a new chunk of at least `bytes` from the host; its start, or none if the
-    /// memory cannot grow.
+    /// Takes a new chunk of at least `bytes`: the reserve the first time if it is large
+    /// enough, then memory from the host; its start, or none if the memory cannot grow.
     fn grow(&self, bytes: usize) -> Option<usize> {
+        if self.end.get() == 0 && bytes <= RESERVE {
+            let start = RESERVE_STORAGE.0.get() as usize;
+            self.next.set(start);
+            self.end.set(start + RESERVE);
+            return Some(start);
+        }
         let pages = bytes.max(CHUNK).div_ceil(PAGE);
         let previous = core::arch::wasm32::memory_grow(0, pages);
         if previous == usize::MAX {
