@@ -22,6 +22,9 @@ mod arena;
 pub mod bindings;
 mod json;
 pub mod log;
+// The component's `memcmp`; natively only its tests build.
+#[cfg(any(target_arch = "wasm32", test))]
+mod memcmp;
 pub mod pods;
 mod time;
 
