@@ -38,6 +38,10 @@ const LINEAR_MEMORY_KEEP_RESIDENT: usize = 8 << 20;
 fn base_config(config: &RuntimeConfig) -> Config {
     let mut wasm = Config::new();
     wasm.wasm_component_model(true)
+        // Plugin calls are plain synchronous exports run on a fiber: without this, every
+        // store sets up the component-model-async task machinery and every call goes
+        // through it.
+        .concurrency_support(false)
         .epoch_interruption(true)
         .parallel_compilation(true);
     if let Some(stack) = config.max_wasm_stack {
