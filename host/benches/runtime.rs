@@ -362,6 +362,28 @@ fn startup(tokio: &Tokio) {
     let _ = std::fs::remove_dir_all(cache_dir);
 }
 
+/// The single-threaded tokio runtime the benchmarks drive calls with.
+fn current_thread() -> Tokio {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// Loads a component file and installs it under `name`.
+fn install_file(tokio: &Tokio, runtime: &Runtime, name: &str, path: &str) {
+    let plugin = tokio
+        .block_on(runtime.load_file(name, std::path::Path::new(path)))
+        .unwrap_or_else(|err| panic!("{path}: {err}"));
+    runtime.registry().install(plugin);
+}
+
+/// The input of a call on an existing cluster as the controller builds it: the cached
+/// one-pod tables concatenated.
+fn cached_pods_input(parent: &str, cached: &[PodTable]) -> ReconcileInput {
+    reconcile_input(parent, ObservedPods::from(PodTable::concat(cached)))
+}
+
 /// The plugin to measure: `WASMRAY_BENCH_PLUGIN` names a built-in plugin or a component
 /// file (`*.wasm`, e.g. a plugin rebuilt after a guest-side change, without rebuilding the
 /// host); the default is the example reconciler.
@@ -371,28 +393,19 @@ fn bench_plugin(tokio: &Tokio, runtime: &Runtime) -> String {
     if !chosen.ends_with(".wasm") {
         return chosen;
     }
-    let plugin = tokio
-        .block_on(runtime.load_file("bench-file", std::path::Path::new(&chosen)))
-        .unwrap_or_else(|err| panic!("{err}"));
-    runtime.registry().install(plugin);
+    install_file(tokio, runtime, "bench-file", &chosen);
     "bench-file".to_owned()
 }
 
 fn benches(c: &mut Criterion) {
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|err| panic!("{err}"));
+    let tokio = current_thread();
 
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|err| panic!("{err}"));
     tokio
         .block_on(runtime.install_builtins())
         .unwrap_or_else(|err| panic!("{err}"));
     let plugin_name = bench_plugin(&tokio, &runtime);
-    let noop = tokio
-        .block_on(runtime.load_file("noop", std::path::Path::new(test_plugins::HOSTILE)))
-        .unwrap_or_else(|err| panic!("{err}"));
-    runtime.registry().install(noop);
+    install_file(&tokio, &runtime, "noop", test_plugins::HOSTILE);
     let parent = ray_cluster().to_string();
     let pods = cluster_pods();
     // What the controller caches: one table per pod, concatenated per call.
@@ -462,8 +475,7 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("reconcile");
     group.bench_function("100-pods", |b| {
         b.iter(|| {
-            let input = reconcile_input(&parent, ObservedPods::from(PodTable::concat(&cached)));
-            tokio.block_on(runtime.reconcile(&plugin_name, &input))
+            tokio.block_on(runtime.reconcile(&plugin_name, &cached_pods_input(&parent, &cached)))
         })
     });
     group.bench_function("100-pods-records-prebuilt", |b| {
@@ -498,10 +510,6 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
-    let concat_then_reconcile = || {
-        let input = reconcile_input(&parent, ObservedPods::from(PodTable::concat(&cached)));
-        reconcile_ok(&tokio, &runtime, &plugin_name, &input);
-    };
     per_call_medians(&mut [
         (
             "instantiate only".to_owned(),
@@ -521,7 +529,10 @@ fn benches(c: &mut Criterion) {
         ),
         (
             format!("{plugin_name}, 100 pods (tables concatenated)"),
-            Box::new(concat_then_reconcile),
+            Box::new(|| {
+                let input = cached_pods_input(&parent, &cached);
+                reconcile_ok(&tokio, &runtime, &plugin_name, &input);
+            }),
         ),
         (
             format!("{plugin_name}, new cluster"),
@@ -580,21 +591,15 @@ fn reconcile_ok(tokio: &Tokio, runtime: &Runtime, plugin: &str, input: &Reconcil
 /// inputs (per-call medians, interleaved), and exits. For guest-side changes: build the
 /// plugin twice with `cargo build --release --target wasm32-wasip2 -p <plugin>`.
 fn compare_builds(files: &str) {
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|err| panic!("{err}"));
+    let tokio = current_thread();
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|err| panic!("{err}"));
     let builds: Vec<&str> = files.split(',').collect();
     for (index, file) in builds.iter().enumerate() {
-        let plugin = tokio
-            .block_on(runtime.load_file(&format!("build-{index}"), std::path::Path::new(file)))
-            .unwrap_or_else(|err| panic!("{file}: {err}"));
-        runtime.registry().install(plugin);
+        install_file(&tokio, &runtime, &format!("build-{index}"), file);
     }
     let parent = ray_cluster().to_string();
     let cached: Vec<PodTable> = cluster_pods().iter().map(pod_table).collect();
-    let pods = reconcile_input(&parent, ObservedPods::from(PodTable::concat(&cached)));
+    let pods = cached_pods_input(&parent, &cached);
     let new_cluster = reconcile_input(&parent, ObservedPods::empty());
     let mut cases: Vec<Case> = Vec::new();
     for (label, input) in [("100 pods", &pods), ("new cluster", &new_cluster)] {
