@@ -16,7 +16,7 @@ use crate::cluster::{ClusterContext, GroupView};
 use crate::gcs_ft::{self, CleanupJobState};
 use crate::ingress::{head_ingress, ingress_enabled, ingress_name};
 use crate::pod::build_pod;
-use crate::scale::{FNV_OFFSET, PodMode, fnv1a, is_head, plan_pods};
+use crate::scale::{FNV_OFFSET, PodMode, RayPod, fnv1a, is_head, plan_pods};
 use crate::service::{
     head_service, headless_service_needed, headless_worker_service, serve_service,
     serve_service_enabled,
@@ -62,7 +62,8 @@ pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
     }
     let settings = Settings::from_host(&request.host);
     let ctx = ClusterContext::new(cluster, &settings);
-    let pods = request.pods.views();
+    let views = request.pods.views();
+    let pods = RayPod::all(&views);
 
     if let Err(errors) = validate_ray_cluster(cluster, &feature_gates(&settings)) {
         let reason = invalid_reason(errors.0.first().map_or("spec", |e| e.field.as_str()));
@@ -250,7 +251,8 @@ fn decide_deletion(
     if !gcs_ft::has_finalizer(ctx) {
         return Ok(());
     }
-    let pods = request.pods.views();
+    let views = request.pods.views();
+    let pods = RayPod::all(&views);
     let plan = plan_pods(ctx, &pods, PodMode::DeleteAll, false, 0);
     for delete in &plan.deletes {
         decision.delete_pod(delete.pod, "the RayCluster is being deleted");

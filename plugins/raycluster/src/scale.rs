@@ -59,20 +59,63 @@ impl PodPlan<'_> {
     }
 }
 
-pub fn is_terminating(pod: &Pod<'_>) -> bool {
+/// An observed pod with what the rules ask of it on every pass, read from its labels and
+/// conditions once per call rather than once per rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RayPod<'p> {
+    pub pod: &'p Pod<'p>,
+    /// `ray.io/node-type`, when it is `head` or `worker`.
+    pub node_type: Option<NodeType>,
+    /// `ray.io/group`.
+    pub group: Option<&'p str>,
+    /// The status of the pod's Ready condition ("True", "False", "Unknown").
+    pub ready: Option<&'p str>,
+}
+
+impl<'p> RayPod<'p> {
+    pub fn new(pod: &'p Pod<'p>) -> Self {
+        let node_type = match pod.labels.get(RAY_NODE_TYPE_LABEL_KEY) {
+            Some(label) if label == NodeType::Head.label() => Some(NodeType::Head),
+            Some(label) if label == NodeType::Worker.label() => Some(NodeType::Worker),
+            _ => None,
+        };
+        let ready = pod
+            .conditions
+            .iter()
+            .find(|condition| condition.condition_type == "Ready")
+            .map(|condition| condition.status);
+        RayPod {
+            pod,
+            node_type,
+            group: pod.labels.get(RAY_NODE_GROUP_LABEL_KEY),
+            ready,
+        }
+    }
+
+    /// Every pod of the call, read once.
+    pub fn all(pods: &'p [Pod<'p>]) -> Vec<RayPod<'p>> {
+        pods.iter().map(RayPod::new).collect()
+    }
+}
+
+impl<'p> std::ops::Deref for RayPod<'p> {
+    type Target = Pod<'p>;
+
+    fn deref(&self) -> &Pod<'p> {
+        self.pod
+    }
+}
+
+pub fn is_terminating(pod: &RayPod<'_>) -> bool {
     pod.deletion_timestamp.is_some()
 }
 
-fn node_type_of<'a>(pod: &Pod<'a>) -> Option<&'a str> {
-    pod.labels.get(RAY_NODE_TYPE_LABEL_KEY)
+pub fn is_head(pod: &RayPod<'_>) -> bool {
+    pod.node_type == Some(NodeType::Head)
 }
 
-pub fn is_head(pod: &Pod<'_>) -> bool {
-    node_type_of(pod) == Some(NodeType::Head.label())
-}
-
-pub fn is_worker(pod: &Pod<'_>) -> bool {
-    node_type_of(pod) == Some(NodeType::Worker.label())
+pub fn is_worker(pod: &RayPod<'_>) -> bool {
+    pod.node_type == Some(NodeType::Worker)
 }
 
 /// KubeRay's `shouldDeletePod`: a pod that ended (Failed/Succeeded), or a running pod whose
@@ -81,6 +124,12 @@ pub fn is_worker(pod: &Pod<'_>) -> bool {
 pub fn unhealthy_reason(pod: &Pod<'_>, ray_container: Option<&str>) -> Option<String> {
     let phase = pod.phase.unwrap_or_default();
     let restart_policy = pod.restart_policy.unwrap_or("Always");
+    let ended = matches!(phase, "Failed" | "Succeeded");
+    let may_have_lost_ray = phase == "Running" && restart_policy == "Never";
+    // Most pods are neither: skip reading their container statuses.
+    if !(ended || may_have_lost_ray) {
+        return None;
+    }
     let ray_status = pod
         .container_statuses
         .iter()
@@ -90,8 +139,7 @@ pub fn unhealthy_reason(pod: &Pod<'_>, ray_container: Option<&str>) -> Option<St
         ContainerState::Terminated(terminated) => Some(terminated),
         _ => None,
     });
-    let ended = matches!(phase, "Failed" | "Succeeded");
-    let ray_gone = phase == "Running" && restart_policy == "Never" && terminated.is_some();
+    let ray_gone = may_have_lost_ray && terminated.is_some();
     if !(ended || ray_gone) {
         return None;
     }
@@ -114,7 +162,7 @@ pub fn unhealthy_reason(pod: &Pod<'_>, ray_container: Option<&str>) -> Option<St
 /// Decides the pods of the cluster.
 pub fn plan_pods<'p>(
     ctx: &ClusterContext,
-    pods: &'p [Pod<'p>],
+    pods: &'p [RayPod<'p>],
     mode: PodMode,
     head_recreation_forbidden: bool,
     replica_name_seed: u64,
@@ -127,7 +175,7 @@ pub fn plan_pods<'p>(
                 .iter()
                 .filter(|pod| !is_terminating(pod))
                 .map(|pod| PodDelete {
-                    pod,
+                    pod: pod.pod,
                     reason: format!("deleting all Pods of RayCluster {}", ctx.name),
                 })
                 .collect();
@@ -135,9 +183,9 @@ pub fn plan_pods<'p>(
         PodMode::Reconcile => {
             plan_head(ctx, pods, head_recreation_forbidden, &mut plan);
             // Workers by group in one pass over the pods, not one pass per group.
-            let mut workers: BTreeMap<&str, Vec<&'p Pod<'p>>> = BTreeMap::new();
+            let mut workers: BTreeMap<&str, Vec<&'p RayPod<'p>>> = BTreeMap::new();
             for pod in pods.iter().filter(|pod| is_worker(pod)) {
-                if let Some(group) = pod.labels.get(RAY_NODE_GROUP_LABEL_KEY) {
+                if let Some(group) = pod.group {
                     workers.entry(group).or_default().push(pod);
                 }
             }
@@ -154,11 +202,11 @@ pub fn plan_pods<'p>(
 
 fn plan_head<'p>(
     ctx: &ClusterContext,
-    pods: &'p [Pod<'p>],
+    pods: &'p [RayPod<'p>],
     recreation_forbidden: bool,
     plan: &mut PodPlan<'p>,
 ) {
-    let heads: Vec<&Pod<'_>> = pods.iter().filter(|pod| is_head(pod)).collect();
+    let heads: Vec<&'p RayPod<'p>> = pods.iter().filter(|pod| is_head(pod)).collect();
     let ray_container = GroupView::head(ctx.cluster)
         .ray_container()
         .map(|c| c.name.as_str());
@@ -177,7 +225,10 @@ fn plan_head<'p>(
         [head] => {
             if let Some(reason) = unhealthy_reason(head, ray_container) {
                 plan.problems.push(reason.clone());
-                plan.deletes.push(PodDelete { pod: head, reason });
+                plan.deletes.push(PodDelete {
+                    pod: head.pod,
+                    reason,
+                });
             }
         }
         many => plan.problems.push(format!(
@@ -191,12 +242,12 @@ fn plan_head<'p>(
 
 /// The pods that come and go together: one multi-host replica, or a single pod.
 struct Unit<'a, 'p> {
-    pods: &'a [&'p Pod<'p>],
+    pods: &'a [&'p RayPod<'p>],
     replica_index: Option<u32>,
 }
 
 impl<'p> Unit<'_, 'p> {
-    fn alive(&self) -> impl Iterator<Item = &'p Pod<'p>> + '_ {
+    fn alive(&self) -> impl Iterator<Item = &'p RayPod<'p>> + '_ {
         self.pods.iter().copied().filter(|pod| !is_terminating(pod))
     }
 
@@ -228,24 +279,23 @@ impl<'p> Unit<'_, 'p> {
     }
 }
 
-pub fn is_running_and_ready(pod: &Pod<'_>) -> bool {
-    pod.phase == Some("Running")
-        && pod
-            .conditions
-            .iter()
-            .any(|c| c.condition_type == "Ready" && c.status == "True")
+pub fn is_running_and_ready(pod: &RayPod<'_>) -> bool {
+    pod.phase == Some("Running") && pod.ready == Some("True")
 }
 
 /// Splits a group's pods into units; a replica's hosts are sorted next to each other so
 /// that a unit is a slice and needs no allocation of its own.
-fn group_units<'a, 'p>(group_pods: &'a mut [&'p Pod<'p>], multi_host: bool) -> Vec<Unit<'a, 'p>> {
-    let index_of = |pod: &Pod<'_>| {
+fn group_units<'a, 'p>(
+    group_pods: &'a mut [&'p RayPod<'p>],
+    multi_host: bool,
+) -> Vec<Unit<'a, 'p>> {
+    let index_of = |pod: &RayPod<'_>| {
         pod.labels
             .get(RAY_WORKER_REPLICA_INDEX_LABEL_KEY)
             .and_then(|v| v.parse().ok())
     };
     // A pod outside any replica (no name label) is a unit of its own, and cannot be complete.
-    let replica_of = |pod: &'p Pod<'p>| {
+    let replica_of = |pod: &'p RayPod<'p>| {
         if multi_host {
             pod.labels.get(RAY_WORKER_REPLICA_NAME_LABEL_KEY)
         } else {
@@ -255,7 +305,7 @@ fn group_units<'a, 'p>(group_pods: &'a mut [&'p Pod<'p>], multi_host: bool) -> V
     if multi_host {
         group_pods.sort_by(|a, b| replica_of(a).cmp(&replica_of(b)));
     }
-    let group_pods: &'a [&'p Pod<'p>] = group_pods;
+    let group_pods: &'a [&'p RayPod<'p>] = group_pods;
     let mut units = Vec::with_capacity(group_pods.len());
     let mut start = 0;
     while let Some(first) = group_pods.get(start) {
@@ -279,7 +329,7 @@ fn plan_worker_group<'p>(
     ctx: &ClusterContext,
     group_index: usize,
     group: &WorkerGroupSpec,
-    mut group_pods: Vec<&'p Pod<'p>>,
+    mut group_pods: Vec<&'p RayPod<'p>>,
     replica_name_seed: u64,
     plan: &mut PodPlan<'p>,
 ) {
@@ -303,7 +353,7 @@ fn plan_worker_group<'p>(
             doomed[index] = true;
             for pod in units[index].alive() {
                 plan.deletes.push(PodDelete {
-                    pod,
+                    pod: pod.pod,
                     reason: reason.to_owned(),
                 });
             }

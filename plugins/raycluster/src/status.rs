@@ -17,7 +17,9 @@ use wasmray_plugin_sdk::{ContainerState, ObservedService, Pod, Timestamp, lookup
 use crate::cluster::ClusterContext;
 use crate::quantity::Quantity;
 use crate::ray_start::is_gpu_resource;
-use crate::scale::{PodMode, PodPlan, is_head, is_running_and_ready, is_terminating, is_worker};
+use crate::scale::{
+    PodMode, PodPlan, RayPod, is_head, is_running_and_ready, is_terminating, is_worker,
+};
 
 const TPU_RESOURCE: &str = "google.com/tpu";
 
@@ -62,7 +64,7 @@ fn condition_is_true(status: Option<&RayClusterStatus>, condition_type: &str) ->
 
 /// The next suspension step from `spec.suspend`, the current conditions and the pods.
 /// Without the status-conditions gate, KubeRay simply deletes pods while `suspend` is true.
-pub fn suspend_step(ctx: &ClusterContext, pods: &[Pod<'_>]) -> SuspendStep {
+pub fn suspend_step(ctx: &ClusterContext, pods: &[RayPod<'_>]) -> SuspendStep {
     let wanted = ctx.cluster.spec.is_suspended();
     let status = ctx.cluster.status.as_ref();
     if !ctx.settings.status_conditions {
@@ -101,7 +103,7 @@ pub struct PassOutcome<'a, 'p> {
 /// The new status, or `None` when it would equal the current one.
 pub fn compute_status(
     ctx: &ClusterContext,
-    pods: &[Pod<'_>],
+    pods: &[RayPod<'_>],
     services: &[ObservedService],
     outcome: &PassOutcome,
     now: Timestamp,
@@ -133,7 +135,7 @@ pub fn compute_status(
 
     update_counters(ctx, &mut status, pods);
     update_desired_resources(ctx, &mut status);
-    update_head_and_endpoints(ctx, &mut status, head_pod, services);
+    update_head_and_endpoints(ctx, &mut status, head_pod.map(|pod| pod.pod), services);
     update_state(ctx, &mut status, pods, outcome, &now);
     status.observed_generation = ctx.cluster.metadata.generation;
     finish(status, old, now)
@@ -193,8 +195,8 @@ pub fn set_condition(
 
 fn update_conditions(
     conditions: &mut Vec<Condition>,
-    pods: &[Pod<'_>],
-    head_pod: Option<&Pod<'_>>,
+    pods: &[RayPod<'_>],
+    head_pod: Option<&RayPod<'_>>,
     outcome: &PassOutcome,
     now: &Time,
 ) {
@@ -210,7 +212,7 @@ fn update_conditions(
         None => conditions.retain(|c| c.type_ != RAY_CLUSTER_REPLICA_FAILURE),
     }
 
-    let (ready, reason, message) = head_pod_ready(head_pod);
+    let (ready, reason, message) = head_pod_ready(head_pod.map(|pod| pod.pod));
     set_condition(conditions, HEAD_POD_READY, ready, &reason, &message, now);
 
     match outcome.suspend {
@@ -273,13 +275,9 @@ fn update_conditions(
     if !provisioned && !suspended {
         let all_ready = !pods.is_empty()
             && !outcome.plan.changes_pods()
-            && pods.iter().all(|pod| {
-                pod.phase == Some("Running")
-                    && !pod
-                        .conditions
-                        .iter()
-                        .any(|c| c.condition_type == "Ready" && c.status == "False")
-            });
+            && pods
+                .iter()
+                .all(|pod| pod.phase == Some("Running") && pod.ready != Some("False"));
         if all_ready {
             set_condition(
                 conditions,
@@ -346,7 +344,7 @@ fn head_pod_ready(head: Option<&Pod<'_>>) -> (bool, String, String) {
     (is_true, reason, message)
 }
 
-fn update_counters(ctx: &ClusterContext, status: &mut RayClusterStatus, pods: &[Pod<'_>]) {
+fn update_counters(ctx: &ClusterContext, status: &mut RayClusterStatus, pods: &[RayPod<'_>]) {
     let workers = || {
         pods.iter()
             .filter(|pod| is_worker(pod) && !is_terminating(pod))
@@ -468,7 +466,7 @@ fn update_head_and_endpoints(
 fn update_state(
     ctx: &ClusterContext,
     status: &mut RayClusterStatus,
-    pods: &[Pod<'_>],
+    pods: &[RayPod<'_>],
     outcome: &PassOutcome,
     now: &Time,
 ) {

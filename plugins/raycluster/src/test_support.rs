@@ -53,9 +53,9 @@ pub fn pod(name: &str, node_type: &str, group: &str, phase: &str, ready: bool) -
 
 /// Views of `pods` as a plugin reads them, through a pod table as the host passes it. The
 /// table is leaked so that the views (and plans that borrow them) live for the whole test.
-pub fn views(pods: &[Pod]) -> Vec<wasmray_plugin_sdk::Pod<'static>> {
+pub fn views(pods: &[Pod]) -> Vec<crate::scale::RayPod<'static>> {
     let table: &'static wasmray_plugin_sdk::ObservedPods = Box::leak(Box::new(
         wasmray_plugin_sdk::ObservedPods::from_records(pods),
     ));
-    table.views()
+    crate::scale::RayPod::all(Box::leak(table.views().into_boxed_slice()))
 }
