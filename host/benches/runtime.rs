@@ -1,9 +1,9 @@
 //! Plugin runtime benchmarks (issue 3, Performance).
 //!
 //! - `reconcile/100-pods`: a full call (fresh store and instance, input passed, plugin
-//!   run, output read and validated) for one RayCluster with 3 worker groups and 100
-//!   observed pods, starting from the pods as the host caches them (one pod table per
-//!   pod), so concatenating them into the call's table is included;
+//!   run, output read and validated) for one RayCluster with 3 worker groups, 100
+//!   observed pods and its head Service, starting from the pods as the host caches them
+//!   (one pod table per pod), so concatenating them into the call's table is included;
 //! - `reconcile/new-cluster`: the same cluster with no pods yet (the answer is every
 //!   desired pod and the head service);
 //! - `boundary/*`: what the alternatives cost on the host: turning 100 full pods into a
@@ -21,7 +21,8 @@ use criterion::{Criterion, criterion_group};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, ContainerState, ContainerStateRunning, ContainerStatus,
     EmptyDirVolumeSource, EnvVar, HTTPGetAction, Pod, PodCondition, PodSpec, PodStatus,
-    PodTemplateSpec, Probe, ResourceRequirements, Volume, VolumeMount,
+    PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -30,8 +31,8 @@ use k8s_openapi::jiff::Timestamp as JiffTimestamp;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime as Tokio;
 use wasmray::builtin::{BUILTIN_PLUGINS, test_plugins};
-use wasmray::runtime::bindings::types::{HostFacts, ObservedPods};
-use wasmray::runtime::observe::{pod_record, pod_table, timestamp};
+use wasmray::runtime::bindings::types::{HostFacts, ObservedPods, ObservedService};
+use wasmray::runtime::observe::{observed_service, pod_record, pod_table, timestamp};
 use wasmray::runtime::{ReconcileInput, Runtime, RuntimeConfig};
 use wasmray_pod_table::Table as PodTable;
 
@@ -311,12 +312,53 @@ fn cluster_pods() -> Vec<Pod> {
     pods
 }
 
-fn reconcile_input(parent: &str, pods: ObservedPods) -> ReconcileInput {
+/// The head Service, as a cluster whose pods run has it: the plugin asks for it before any
+/// pod.
+fn head_service() -> ObservedService {
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.to_owned()),
+        port,
+        ..ServicePort::default()
+    };
+    observed_service(&Service {
+        metadata: ObjectMeta {
+            name: Some(format!("{CLUSTER}-head-svc")),
+            namespace: Some("ml".to_owned()),
+            uid: Some("0b6f7c1e-5d2a-4c8e-9f0a-3e4d5c6b7a81".to_owned()),
+            labels: Some(BTreeMap::from([
+                ("ray.io/cluster".to_owned(), CLUSTER.to_owned()),
+                ("ray.io/node-type".to_owned(), "head".to_owned()),
+            ])),
+            creation_timestamp: Some(time(NOW - 3_600)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            ports: Some(vec![
+                port("client", 10001),
+                port("dashboard", 8265),
+                port("gcs-server", 6379),
+                port("metrics", 8080),
+                port("serve", 8000),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// A call's input. `services` is what the controller observed: the head Service on an
+/// existing cluster, nothing yet on a new one.
+fn reconcile_input(
+    parent: &str,
+    pods: ObservedPods,
+    services: Vec<ObservedService>,
+) -> ReconcileInput {
     ReconcileInput {
         kind: "RayCluster".into(),
         parent: parent.to_owned(),
         pods,
-        services: Vec::new(),
+        services,
         children: Vec::new(),
         related: Vec::new(),
         ray: Default::default(),
@@ -381,7 +423,11 @@ fn install_file(tokio: &Tokio, runtime: &Runtime, name: &str, path: &str) {
 /// The input of a call on an existing cluster as the controller builds it: the cached
 /// one-pod tables concatenated.
 fn cached_pods_input(parent: &str, cached: &[PodTable]) -> ReconcileInput {
-    reconcile_input(parent, ObservedPods::from(PodTable::concat(cached)))
+    reconcile_input(
+        parent,
+        ObservedPods::from(PodTable::concat(cached)),
+        vec![head_service()],
+    )
 }
 
 /// The plugin to measure: `WASMRAY_BENCH_PLUGIN` names a built-in plugin or a component
@@ -422,8 +468,8 @@ fn benches(c: &mut Criterion) {
             + table.conditions.len()
             + table.container_statuses.len(),
     );
-    let full = reconcile_input(&parent, ObservedPods::from(table));
-    let new_cluster = reconcile_input(&parent, ObservedPods::empty());
+    let full = reconcile_input(&parent, ObservedPods::from(table), vec![head_service()]);
+    let new_cluster = reconcile_input(&parent, ObservedPods::empty(), Vec::new());
     for (label, input) in [("100 pods", &full), ("new cluster", &new_cluster)] {
         let output = tokio
             .block_on(runtime.reconcile(&plugin_name, input))
@@ -600,7 +646,7 @@ fn compare_builds(files: &str) {
     let parent = ray_cluster().to_string();
     let cached: Vec<PodTable> = cluster_pods().iter().map(pod_table).collect();
     let pods = cached_pods_input(&parent, &cached);
-    let new_cluster = reconcile_input(&parent, ObservedPods::empty());
+    let new_cluster = reconcile_input(&parent, ObservedPods::empty(), Vec::new());
     let mut cases: Vec<Case> = Vec::new();
     for (label, input) in [("100 pods", &pods), ("new cluster", &new_cluster)] {
         for (index, file) in builds.iter().enumerate() {
