@@ -1,9 +1,9 @@
 //! The whole answer for a new cluster (its head Service observed, no pods yet), for every
 //! RayCluster sample and the runtime benchmark's cluster, under several operator settings,
-//! compared with the answers recorded in `tests/golden/`. The pod builder works on the
-//! templates' JSON text, so this is what proves a change to it builds the same pods, services
-//! and status. After a deliberate change of output: `WASMRAY_UPDATE_GOLDEN=1 cargo test -p
-//! wasmray-plugin-raycluster --test golden`, then review the diff of `tests/golden/`.
+//! compared with the answers recorded in `tests/golden/`: a rewrite of the pod builder (for
+//! speed, say) must build the same pods, services and status. After a deliberate change of
+//! output: `WASMRAY_UPDATE_GOLDEN=1 cargo test -p wasmray-plugin-raycluster --test golden`,
+//! then review the diff of `tests/golden/`.
 
 use std::path::{Path, PathBuf};
 
@@ -176,8 +176,9 @@ fn answer(output: &ReconcileOutput) -> Value {
 fn new_cluster_answers_match_the_recorded_ones() {
     let update = std::env::var_os("WASMRAY_UPDATE_GOLDEN").is_some();
     let mut mismatches = Vec::new();
-    for (name, mut cluster) in clusters() {
+    for (name, cluster) in clusters() {
         for (label, settings) in SETTINGS {
+            let mut cluster = cluster.clone();
             if label == "ray-service-owned" {
                 cluster["metadata"]["labels"]["ray.io/originated-from-crd"] = json!("RayService");
             }
