@@ -7,10 +7,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use wasmray_plugin_raycluster::reconcile::RayClusterReconciler;
-use wasmray_plugin_sdk::bindings::types::ServicePort;
-use wasmray_plugin_sdk::reconciler::{RayObservations, ReconcileInput, run};
+use wasmray_plugin_sdk::reconciler::{ReconcileInput, run};
 use wasmray_plugin_sdk::record::{self, Pod, PodCondition};
-use wasmray_plugin_sdk::{HostFacts, ObservedPods, ObservedService, Timestamp};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{head_service, reconcile_input};
 
 const GROUPS: [&str; 3] = ["cpu", "gpu", "mem"];
 const WORKERS_PER_GROUP: usize = 33;
@@ -82,32 +84,6 @@ fn pod(name: String, node_type: &str, group: &str) -> Pod {
     }
 }
 
-fn input(
-    parent: &serde_json::Value,
-    pods: Vec<Pod>,
-    services: Vec<ObservedService>,
-) -> ReconcileInput {
-    ReconcileInput {
-        kind: "RayCluster".into(),
-        parent: parent.to_string(),
-        pods: ObservedPods::from_records(&pods),
-        services,
-        children: vec![],
-        related: vec![],
-        ray: RayObservations::default(),
-        now: Timestamp {
-            seconds: 1_800_000_000,
-            nanos: 0,
-        },
-        config: String::new(),
-        host: HostFacts {
-            operator_version: "bench".into(),
-            feature_gates: vec![],
-            settings: vec![],
-        },
-    }
-}
-
 const ITERATIONS: usize = 2000;
 
 /// The whole call as the export runs it: parse, decide, serialise, drop the input. The
@@ -157,35 +133,18 @@ fn main() {
                 .map(|i| pod(format!("bench-{group}-worker-{i:05}"), "worker", group)),
         );
     }
-    let service = ObservedService {
-        name: "bench-head-svc".into(),
-        uid: "svc".into(),
-        labels: vec![
-            ("ray.io/cluster".into(), "bench".into()),
-            ("ray.io/node-type".into(), "head".into()),
-        ],
-        annotations: vec![],
-        creation_timestamp: None,
-        deletion_timestamp: None,
-        service_type: Some("ClusterIP".into()),
-        cluster_ip: Some("None".into()),
-        selector: vec![],
-        ports: vec![ServicePort {
-            name: Some("dashboard".into()),
-            port: 8265,
-            protocol: None,
-        }],
-    };
+    let service = head_service("bench");
 
-    let new_cluster = input(&parent, vec![], vec![]);
+    let new_cluster = reconcile_input(&parent, &[], vec![], &[]);
     measure("new cluster (1 head + 3 groups to create)", &new_cluster);
 
     // Settle: store the status the plugin computes, so the measured call is a no-op.
-    let first = run::<RayClusterReconciler>(input(&parent, pods.clone(), vec![service.clone()]))
-        .expect("reconcile");
+    let first =
+        run::<RayClusterReconciler>(reconcile_input(&parent, &pods, vec![service.clone()], &[]))
+            .expect("reconcile");
     parent["status"] =
         serde_json::from_str(first.status.as_deref().expect("status")).expect("status JSON");
-    let settled = input(&parent, pods, vec![service]);
+    let settled = reconcile_input(&parent, &pods, vec![service], &[]);
     let check = run::<RayClusterReconciler>(settled.clone()).expect("reconcile");
     assert!(check.status.is_none() && check.create_pods.is_empty() && check.delete.is_empty());
     measure("settled (3 groups, 100 observed pods, no-op)", &settled);

@@ -311,12 +311,11 @@ fn replica_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{cluster_from_yaml, pod};
+    use crate::test_support::{cluster_from_yaml, head_service, pod, reconcile_input};
     use wasmray_crds::constants::*;
-    use wasmray_plugin_sdk::bindings::types::ServicePort;
-    use wasmray_plugin_sdk::reconciler::{RayObservations, ReconcileInput, ReconcileOutput, run};
+    use wasmray_plugin_sdk::ObservedService;
+    use wasmray_plugin_sdk::reconciler::{ReconcileInput, ReconcileOutput, run};
     use wasmray_plugin_sdk::record::Pod as PodRecord;
-    use wasmray_plugin_sdk::{HostFacts, ObservedPods, ObservedService, Timestamp};
 
     const SAMPLE: &str = r#"
 metadata: {name: rc, namespace: ns, uid: u, generation: 1}
@@ -344,51 +343,12 @@ spec:
         pods: Vec<PodRecord>,
         services: Vec<ObservedService>,
     ) -> ReconcileInput {
-        ReconcileInput {
-            kind: "RayCluster".into(),
-            parent: serde_json::to_string(cluster).unwrap(),
-            pods: ObservedPods::from_records(&pods),
-            services,
-            children: vec![],
-            related: vec![],
-            ray: RayObservations::default(),
-            now: Timestamp {
-                seconds: 1_800_000_000,
-                nanos: 0,
-            },
-            config: String::new(),
-            host: HostFacts {
-                operator_version: "0.1.0".into(),
-                feature_gates: vec![],
-                settings: vec![],
-            },
-        }
+        let parent = serde_json::to_value(cluster).unwrap();
+        reconcile_input(&parent, &pods, services, &[])
     }
 
     fn reconcile(input: ReconcileInput) -> ReconcileOutput {
         run::<RayClusterReconciler>(input).unwrap()
-    }
-
-    fn head_svc() -> ObservedService {
-        ObservedService {
-            name: "rc-head-svc".into(),
-            uid: "s".into(),
-            labels: vec![
-                (RAY_CLUSTER_LABEL_KEY.into(), "rc".into()),
-                (RAY_NODE_TYPE_LABEL_KEY.into(), "head".into()),
-            ],
-            annotations: vec![],
-            creation_timestamp: None,
-            deletion_timestamp: None,
-            service_type: Some("ClusterIP".into()),
-            cluster_ip: Some("None".into()),
-            selector: vec![],
-            ports: vec![ServicePort {
-                name: Some("dashboard".into()),
-                port: 8265,
-                protocol: None,
-            }],
-        }
     }
 
     fn running_cluster_pods() -> Vec<PodRecord> {
@@ -436,7 +396,11 @@ spec:
     #[test]
     fn settled_cluster_writes_nothing() {
         let mut cluster = cluster_from_yaml(SAMPLE);
-        let first = reconcile(input(&cluster, running_cluster_pods(), vec![head_svc()]));
+        let first = reconcile(input(
+            &cluster,
+            running_cluster_pods(),
+            vec![head_service("rc")],
+        ));
         assert!(first.create_pods.is_empty() && first.apply.is_empty() && first.delete.is_empty());
         let status = status_of(&first);
         assert_eq!(
@@ -444,7 +408,11 @@ spec:
             Some(wasmray_crds::raycluster::ClusterState::Ready)
         );
         cluster.status = Some(status);
-        let second = reconcile(input(&cluster, running_cluster_pods(), vec![head_svc()]));
+        let second = reconcile(input(
+            &cluster,
+            running_cluster_pods(),
+            vec![head_service("rc")],
+        ));
         assert!(
             second.create_pods.is_empty() && second.apply.is_empty() && second.delete.is_empty()
         );
@@ -527,22 +495,26 @@ spec:
     fn suspend_and_resume_through_reconcile() {
         let mut cluster = cluster_from_yaml(SAMPLE);
         cluster.spec.suspend = Some(true);
-        let output = reconcile(input(&cluster, running_cluster_pods(), vec![head_svc()]));
+        let output = reconcile(input(
+            &cluster,
+            running_cluster_pods(),
+            vec![head_service("rc")],
+        ));
         assert_eq!(output.delete.len(), 4);
         assert!(output.create_pods.is_empty());
         assert_eq!(output.requeue_after_ms, Some(2000));
         cluster.status = Some(status_of(&output));
-        let output = reconcile(input(&cluster, vec![], vec![head_svc()]));
+        let output = reconcile(input(&cluster, vec![], vec![head_service("rc")]));
         let status = status_of(&output);
         assert_eq!(
             status.state,
             Some(wasmray_crds::raycluster::ClusterState::Suspended)
         );
         cluster.status = Some(status);
-        let output = reconcile(input(&cluster, vec![], vec![head_svc()]));
+        let output = reconcile(input(&cluster, vec![], vec![head_service("rc")]));
         assert!(output.create_pods.is_empty() && output.status.is_none());
         cluster.spec.suspend = Some(false);
-        let output = reconcile(input(&cluster, vec![], vec![head_svc()]));
+        let output = reconcile(input(&cluster, vec![], vec![head_service("rc")]));
         assert_eq!(output.create_pods.len(), 2);
     }
 

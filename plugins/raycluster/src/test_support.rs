@@ -2,6 +2,11 @@
 
 use wasmray_crds::raycluster::RayCluster;
 
+// The call inputs the golden test and the native benchmark build, too.
+#[path = "../tests/support/mod.rs"]
+mod call_input;
+pub use call_input::{head_service, reconcile_input};
+
 /// A RayCluster from YAML without `apiVersion`/`kind`.
 pub fn cluster_from_yaml(yaml: &str) -> RayCluster {
     let mut value: serde_json::Value = serde_yaml::from_str(yaml).expect("test YAML parses");

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use wasmray_plugin_raycluster::reconcile::RayClusterReconciler;
-use wasmray_plugin_sdk::bindings::types::ServicePort;
-use wasmray_plugin_sdk::reconciler::{RayObservations, ReconcileInput, ReconcileOutput, run};
-use wasmray_plugin_sdk::{HostFacts, ObservedPods, ObservedService, Timestamp};
+use wasmray_plugin_sdk::reconciler::{ReconcileOutput, run};
+
+mod support;
+use support::{head_service, reconcile_input};
 
 /// Operator settings the answers are recorded under: KubeRay's defaults, and the switches
 /// that change how pods are built.
@@ -108,51 +109,6 @@ fn clusters() -> Vec<(String, Value)> {
     clusters
 }
 
-fn input(cluster: &Value, settings: &[(&str, &str)]) -> ReconcileInput {
-    let name = cluster["metadata"]["name"].as_str().expect("cluster name");
-    let head_service = ObservedService {
-        name: format!("{name}-head-svc"),
-        uid: "svc".into(),
-        labels: vec![
-            ("ray.io/cluster".into(), name.into()),
-            ("ray.io/node-type".into(), "head".into()),
-        ],
-        annotations: vec![],
-        creation_timestamp: None,
-        deletion_timestamp: None,
-        service_type: Some("ClusterIP".into()),
-        cluster_ip: Some("None".into()),
-        selector: vec![],
-        ports: vec![ServicePort {
-            name: Some("dashboard".into()),
-            port: 8265,
-            protocol: None,
-        }],
-    };
-    ReconcileInput {
-        kind: "RayCluster".into(),
-        parent: cluster.to_string(),
-        pods: ObservedPods::from_records(&[]),
-        services: vec![head_service],
-        children: vec![],
-        related: vec![],
-        ray: RayObservations::default(),
-        now: Timestamp {
-            seconds: 1_800_000_000,
-            nanos: 0,
-        },
-        config: String::new(),
-        host: HostFacts {
-            operator_version: "golden".into(),
-            feature_gates: vec![],
-            settings: settings
-                .iter()
-                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-                .collect(),
-        },
-    }
-}
-
 /// The answer as JSON, with every embedded JSON text (templates, objects, status) parsed, so
 /// the comparison is of values, not of key order or spacing.
 fn answer(output: &ReconcileOutput) -> Value {
@@ -182,7 +138,10 @@ fn new_cluster_answers_match_the_recorded_ones() {
             if label == "ray-service-owned" {
                 cluster["metadata"]["labels"]["ray.io/originated-from-crd"] = json!("RayService");
             }
-            let output = run::<RayClusterReconciler>(input(&cluster, settings))
+            let cluster_name = cluster["metadata"]["name"].as_str().expect("cluster name");
+            let service = head_service(cluster_name);
+            let input = reconcile_input(&cluster, &[], vec![service], settings);
+            let output = run::<RayClusterReconciler>(input)
                 .unwrap_or_else(|error| panic!("{name} ({label}): {error:?}"));
             let answer = answer(&output);
             let path = golden_dir().join(format!("{name}.{label}.json"));
