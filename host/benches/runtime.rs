@@ -10,7 +10,11 @@
 //!   pod table, concatenating 100 cached one-pod tables, vs serialising the pods as JSON
 //!   (and parsing them back, the least a plugin receiving JSON would do);
 //! - start-up with all built-in plugins, cold (compile) and warm (on-disk cache),
-//!   measured once each and printed (seconds-long, so not sampled by criterion).
+//!   measured once each and printed (seconds-long, so not sampled by criterion);
+//! - with `WASMRAY_BENCH_FLOOR=1`, only the floor of the new-cluster call: what reading
+//!   the parent and answering its pods cost inside a component (the hostile plugin's
+//!   measuring modes) and what the host's check of the answer costs, whatever the
+//!   plugin decides.
 //!
 //! Run: `cargo bench -p wasmray --bench runtime`.
 
@@ -599,7 +603,7 @@ type Case<'a> = (String, Box<dyn FnMut() + 'a>);
 /// Per-call medians, the figure the goals are stated in (criterion's line is a mean, which
 /// this VM's long tail pulls up). The cases run interleaved, in rounds of 100 calls each,
 /// so that the machine's drift over a run falls on all of them alike.
-fn per_call_medians(cases: &mut [Case<'_>]) {
+fn per_call_medians(cases: &mut [Case<'_>]) -> Vec<f64> {
     const ROUNDS: usize = 40;
     const CALLS_PER_ROUND: usize = 100;
     let mut samples = vec![Vec::with_capacity(ROUNDS * CALLS_PER_ROUND); cases.len()];
@@ -612,6 +616,7 @@ fn per_call_medians(cases: &mut [Case<'_>]) {
             }
         }
     }
+    let mut medians = Vec::with_capacity(cases.len());
     for ((label, _), mut samples) in cases.iter().zip(samples) {
         samples.sort();
         let at = |fraction: f64| {
@@ -623,7 +628,110 @@ fn per_call_medians(cases: &mut [Case<'_>]) {
             at(0.5),
             at(0.9)
         );
+        medians.push(at(0.5));
     }
+    medians
+}
+
+/// `WASMRAY_BENCH_FLOOR=1`: what the new-cluster call costs whatever a RayCluster plugin
+/// decides, as long as it reads the parent with the SDK's types and answers KubeRay's pods
+/// as JSON: a fresh instance, the parent read, the answer's pods written, and the host's
+/// check of the answer. Repeating a step 21 times against once inside one call isolates it
+/// from the instance's fixed cost.
+fn floor() {
+    const REPEATED: usize = 21;
+    let tokio = current_thread();
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|err| panic!("{err}"));
+    tokio
+        .block_on(runtime.install_builtins())
+        .unwrap_or_else(|err| panic!("{err}"));
+    install_file(&tokio, &runtime, "hostile", test_plugins::HOSTILE);
+    // The repeated steps run on an engine of their own: an instance slot keeps resident
+    // (and resets at every call) every page a call ever touched, so their large heaps
+    // would slow the no-op that shares the module's slot.
+    let measuring = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|err| panic!("{err}"));
+    install_file(&tokio, &measuring, "hostile", test_plugins::HOSTILE);
+    let parent = ray_cluster().to_string();
+    let new_cluster = reconcile_input(&parent, ObservedPods::empty(), Vec::new());
+    let answer = tokio
+        .block_on(runtime.reconcile("raycluster", &new_cluster))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let templates: Vec<&str> = answer
+        .create_pods
+        .iter()
+        .map(|set| set.template.as_str())
+        .collect();
+    let pods = format!("[{}]", templates.join(","));
+    let answer_bytes: usize = templates.iter().map(|template| template.len()).sum();
+    println!(
+        "floor: the new-cluster answer of the RayCluster plugin has {} pod templates, {answer_bytes} bytes",
+        templates.len()
+    );
+    let mode = |config: String| ReconcileInput {
+        config,
+        ..new_cluster.clone()
+    };
+    let inputs = [
+        mode("noop".to_owned()),
+        mode(format!("parse-parent 1 {parent}")),
+        mode(format!("parse-parent {REPEATED} {parent}")),
+        mode(format!("skim-parent 1 {parent}")),
+        mode(format!("skim-parent {REPEATED} {parent}")),
+        mode(format!("write-pods 1 {pods}")),
+        mode(format!("write-pods {REPEATED} {pods}")),
+    ];
+    let (tokio, runtime, measuring) = (&tokio, &runtime, &measuring);
+    let mut cases: Vec<Case> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| -> Case {
+            let label = input
+                .config
+                .split(' ')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let engine = if index == 0 { runtime } else { measuring };
+            (
+                format!("hostile, {label}"),
+                Box::new(move || reconcile_ok(tokio, engine, "hostile", input)),
+            )
+        })
+        .collect();
+    let answer_check = || {
+        if let Err(err) = wasmray::runtime::validate::reconcile_output(&answer) {
+            panic!("{err}");
+        }
+    };
+    cases.push((
+        "host check of the answer".to_owned(),
+        Box::new(answer_check),
+    ));
+    let whole_call = || reconcile_ok(tokio, runtime, "raycluster", &new_cluster);
+    cases.push(("raycluster, new cluster".to_owned(), Box::new(whole_call)));
+    let medians = per_call_medians(&mut cases);
+    let per_step =
+        |once: usize, repeated: usize| (medians[repeated] - medians[once]) / (REPEATED - 1) as f64;
+    let (fixed, read, skim, write, check) = (
+        medians[0],
+        per_step(1, 2),
+        per_step(3, 4),
+        per_step(5, 6),
+        medians[7],
+    );
+    println!("floor: fresh instance, input in, empty answer out (no-op) {fixed:>7.1} us");
+    println!("floor: read the parent into the SDK's types             {read:>7.1} us");
+    println!("floor:   (only check that the parent is JSON            {skim:>7.1} us)");
+    println!("floor: write the answer's pods as JSON                  {write:>7.1} us");
+    println!("floor: host check of the answer                         {check:>7.1} us");
+    // The no-op checks the parent is JSON once; a plugin reads it instead.
+    let floor = fixed - skim + read + write + check;
+    println!("floor: sum, before any decision                         {floor:>7.1} us");
+    println!(
+        "floor: the RayCluster plugin's whole call                {:>7.1} us, of which deciding {:.1} us",
+        medians[8],
+        medians[8] - floor
+    );
 }
 
 /// A reconcile call that must succeed: a failing plugin would make the figures meaningless.
@@ -664,6 +772,10 @@ fn compare_builds(files: &str) {
 fn main() {
     if let Ok(files) = std::env::var("WASMRAY_BENCH_AB") {
         compare_builds(&files);
+        return;
+    }
+    if std::env::var_os("WASMRAY_BENCH_FLOOR").is_some_and(|value| value == "1") {
+        floor();
         return;
     }
     runtime_benches();

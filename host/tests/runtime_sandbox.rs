@@ -210,6 +210,52 @@ async fn plugin_refusal_and_wrong_kind_are_typed() {
     assert_eq!(fixture.good.kinds(), ["RayCluster"]);
 }
 
+/// The modes the runtime benchmark's floor uses: they must really read and answer what they
+/// are given, or the figures measure nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measuring_modes_read_and_answer_what_they_are_given() {
+    let fixture = fixture().await;
+    let call = |config: String| async move {
+        fixture
+            .runtime
+            .reconcile_with(&fixture.hostile, &input(&config))
+            .await
+    };
+    let pods = json!([
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "a-"},
+         "spec": {"containers": [{"name": "ray", "image": "rayproject/ray:2.46.0"}]}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "b-"},
+         "spec": {"containers": [{"name": "ray", "image": "rayproject/ray:2.46.0",
+                  "command": ["/bin/bash", "-c", "echo \"quoted\"\nnext line"]}]}}
+    ]);
+    let output = call(format!("write-pods 3 {pods}")).await.unwrap();
+    let answered: Vec<Value> = output
+        .create_pods
+        .iter()
+        .map(|set| serde_json::from_str(&set.template).unwrap())
+        .collect();
+    assert_eq!(Value::from(answered), pods);
+
+    let parent = input("").parent;
+    for mode in ["parse-parent", "skim-parent"] {
+        let output = call(format!("{mode} 2 {parent}")).await.unwrap();
+        assert!(output.create_pods.is_empty() && output.status.is_none());
+    }
+    let err = call(r#"parse-parent 1 {"spec": 5}"#.to_owned())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Refused { reason, message, .. }
+            if reason == "InvalidInput" && message.contains("parent")),
+        "{err:?}"
+    );
+    let err = call("write-pods many []".to_owned()).await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::Refused { reason, .. } if reason == "InvalidConfig"),
+        "{err:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_gives_no_filesystem_env_network_clock_or_randomness() {
     let fixture = fixture().await;

@@ -19,7 +19,7 @@ pub mod observe;
 mod plugin;
 mod registry;
 mod sandbox;
-mod validate;
+pub mod validate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

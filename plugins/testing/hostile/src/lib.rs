@@ -11,7 +11,14 @@
 //! - `identify <text>`: answers a status `{"plugin":"hostile","id":<text>}` after logging
 //!   to every channel (used by the swap and logging tests);
 //! - `noop`: answers nothing to do, reading nothing but the configuration (used by the
-//!   runtime benchmark to measure what crossing the boundary costs without a decision).
+//!   runtime benchmark to measure what crossing the boundary costs without a decision);
+//! - `parse-parent <n> <json>`: parses `<json>` as a `RayCluster` `n` times and answers
+//!   nothing to do; `skim-parent <n> <json>` only checks that it is JSON, `n` times;
+//! - `write-pods <n> <json>`: parses `<json>` (an array of pods) once, then turns the pods
+//!   into pod sets `n` times and answers the last ones.
+//!
+//! The last two let the runtime benchmark time, inside a component, what any reconciler
+//! that reads a parent and answers pods pays for JSON (`n` = 21 against `n` = 1).
 //!
 //! It is never embedded in the operator binary.
 
@@ -22,9 +29,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::de::IgnoredAny;
+use wasmray_plugin_sdk::k8s_openapi::api::core::v1::Pod;
 use wasmray_plugin_sdk::reconciler::{Decision, Reconciler, Request};
 use wasmray_plugin_sdk::serde_json::json;
-use wasmray_plugin_sdk::{DesiredObject, PluginError, WriteMode, export_reconciler, log};
+use wasmray_plugin_sdk::{
+    DesiredObject, PluginError, PodReplica, WriteMode, crds, export_reconciler, from_json, log,
+};
 
 pub struct Hostile;
 
@@ -41,6 +51,33 @@ impl Reconciler for Hostile {
         let mut decision = Decision::default();
         match mode {
             "noop" => {}
+            "parse-parent" => {
+                let (times, parent) = repetitions(argument)?;
+                for _ in 0..times {
+                    black_box(from_json::<crds::RayCluster>("parent", black_box(parent))?);
+                }
+            }
+            "skim-parent" => {
+                let (times, parent) = repetitions(argument)?;
+                for _ in 0..times {
+                    black_box(from_json::<IgnoredAny>("parent", black_box(parent))?);
+                }
+            }
+            "write-pods" => {
+                let (times, pods) = repetitions(argument)?;
+                let pods: Vec<Pod> = from_json("pods", pods)?;
+                for _ in 0..times {
+                    decision = Decision::default();
+                    for pod in &pods {
+                        let replica = PodReplica {
+                            name: None,
+                            labels: Vec::new(),
+                            annotations: Vec::new(),
+                        };
+                        decision.create_pods("bench", pod, vec![replica])?;
+                    }
+                }
+            }
             "loop" => spin_forever(),
             "memory-bomb" => exhaust_memory(),
             "panic" => panic!("{argument}"),
@@ -69,6 +106,14 @@ impl Reconciler for Hostile {
 }
 
 export_reconciler!(Hostile);
+
+/// `<n> <rest>` of the measuring modes.
+fn repetitions(argument: &str) -> Result<(usize, &str), PluginError> {
+    argument
+        .split_once(' ')
+        .and_then(|(times, rest)| Some((times.parse().ok()?, rest)))
+        .ok_or_else(|| PluginError::new("InvalidConfig", "expected `<n> <json>`"))
+}
 
 fn spin_forever() -> ! {
     let mut counter = 0u64;
