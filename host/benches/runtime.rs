@@ -671,29 +671,31 @@ fn floor() {
         config,
         ..new_cluster.clone()
     };
-    let inputs = [
-        mode("noop".to_owned()),
-        mode(format!("parse-parent 1 {parent}")),
-        mode(format!("parse-parent {REPEATED} {parent}")),
-        mode(format!("skim-parent 1 {parent}")),
-        mode(format!("skim-parent {REPEATED} {parent}")),
-        mode(format!("write-pods 1 {pods}")),
-        mode(format!("write-pods {REPEATED} {pods}")),
-    ];
+    // The no-op, then each measuring mode once and repeated, labelled by mode and count.
+    let mut inputs = vec![("hostile, noop".to_owned(), mode("noop".to_owned()))];
+    for (step, payload) in [
+        ("parse-parent", &parent),
+        ("skim-parent", &parent),
+        ("write-pods", &pods),
+    ] {
+        for times in [1, REPEATED] {
+            inputs.push((
+                format!("hostile, {step} {times}"),
+                mode(format!("{step} {times} {payload}")),
+            ));
+        }
+    }
     let (tokio, runtime, measuring) = (&tokio, &runtime, &measuring);
     let mut cases: Vec<Case> = inputs
         .iter()
-        .enumerate()
-        .map(|(index, input)| -> Case {
-            let label = input
-                .config
-                .split(' ')
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ");
-            let engine = if index == 0 { runtime } else { measuring };
+        .map(|(label, input)| -> Case {
+            let engine = if input.config == "noop" {
+                runtime
+            } else {
+                measuring
+            };
             (
-                format!("hostile, {label}"),
+                label.clone(),
                 Box::new(move || reconcile_ok(tokio, engine, "hostile", input)),
             )
         })
@@ -710,14 +712,24 @@ fn floor() {
     let whole_call = || reconcile_ok(tokio, runtime, "raycluster", &new_cluster);
     cases.push(("raycluster, new cluster".to_owned(), Box::new(whole_call)));
     let medians = per_call_medians(&mut cases);
-    let per_step =
-        |once: usize, repeated: usize| (medians[repeated] - medians[once]) / (REPEATED - 1) as f64;
-    let (fixed, read, skim, write, check) = (
-        medians[0],
-        per_step(1, 2),
-        per_step(3, 4),
-        per_step(5, 6),
-        medians[7],
+    let median = |label: &str| {
+        cases
+            .iter()
+            .zip(&medians)
+            .find(|((case, _), _)| case == label)
+            .map_or(f64::NAN, |(_, median)| *median)
+    };
+    let per_step = |step: &str| {
+        (median(&format!("hostile, {step} {REPEATED}")) - median(&format!("hostile, {step} 1")))
+            / (REPEATED - 1) as f64
+    };
+    let (fixed, read, skim, write, check, whole) = (
+        median("hostile, noop"),
+        per_step("parse-parent"),
+        per_step("skim-parent"),
+        per_step("write-pods"),
+        median("host check of the answer"),
+        median("raycluster, new cluster"),
     );
     println!("floor: fresh instance, input in, empty answer out (no-op) {fixed:>7.1} us");
     println!("floor: read the parent into the SDK's types             {read:>7.1} us");
@@ -728,9 +740,8 @@ fn floor() {
     let floor = fixed - skim + read + write + check;
     println!("floor: sum, before any decision                         {floor:>7.1} us");
     println!(
-        "floor: the RayCluster plugin's whole call                {:>7.1} us, of which deciding {:.1} us",
-        medians[8],
-        medians[8] - floor
+        "floor: the RayCluster plugin's whole call                {whole:>7.1} us, of which deciding {:.1} us",
+        whole - floor
     );
 }
 
