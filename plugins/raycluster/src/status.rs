@@ -515,7 +515,7 @@ fn update_state(
 mod tests {
     use super::*;
     use crate::settings::Settings;
-    use crate::test_support::{cluster_from_yaml, pod, views};
+    use crate::test_support::{self, cluster_from_yaml, pod, views};
     use wasmray_plugin_sdk::bindings::types::ServicePort;
     use wasmray_plugin_sdk::record::{
         ContainerState, ContainerStatus, ContainerWaiting, Pod as PodRecord, PodCondition,
@@ -554,33 +554,15 @@ spec:
         nanos: 5,
     };
 
+    /// The shared head Service of `rc`, which also serves the GCS port.
     fn head_service() -> ObservedService {
-        ObservedService {
-            name: "rc-head-svc".into(),
-            uid: "s".into(),
-            labels: vec![
-                (RAY_CLUSTER_LABEL_KEY.into(), "rc".into()),
-                (RAY_NODE_TYPE_LABEL_KEY.into(), "head".into()),
-            ],
-            annotations: vec![],
-            creation_timestamp: None,
-            deletion_timestamp: None,
-            service_type: Some("ClusterIP".into()),
-            cluster_ip: Some("None".into()),
-            selector: vec![],
-            ports: vec![
-                ServicePort {
-                    name: Some("dashboard".into()),
-                    port: 8265,
-                    protocol: None,
-                },
-                ServicePort {
-                    name: Some("gcs-server".into()),
-                    port: 6379,
-                    protocol: None,
-                },
-            ],
-        }
+        let mut service = test_support::head_service("rc");
+        service.ports.push(ServicePort {
+            name: Some("gcs-server".into()),
+            port: 6379,
+            protocol: None,
+        });
+        service
     }
 
     fn ready_pods() -> Vec<PodRecord> {
