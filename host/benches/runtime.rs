@@ -416,6 +416,17 @@ fn current_thread() -> Tokio {
         .unwrap_or_else(|err| panic!("{err}"))
 }
 
+/// A runtime with the default configuration and, if asked, the built-in plugins.
+fn new_runtime(tokio: &Tokio, builtins: bool) -> Runtime {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|err| panic!("{err}"));
+    if builtins {
+        tokio
+            .block_on(runtime.install_builtins())
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+    runtime
+}
+
 /// Loads a component file and installs it under `name`.
 fn install_file(tokio: &Tokio, runtime: &Runtime, name: &str, path: &str) {
     let plugin = tokio
@@ -450,10 +461,7 @@ fn bench_plugin(tokio: &Tokio, runtime: &Runtime) -> String {
 fn benches(c: &mut Criterion) {
     let tokio = current_thread();
 
-    let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|err| panic!("{err}"));
-    tokio
-        .block_on(runtime.install_builtins())
-        .unwrap_or_else(|err| panic!("{err}"));
+    let runtime = new_runtime(&tokio, true);
     let plugin_name = bench_plugin(&tokio, &runtime);
     install_file(&tokio, &runtime, "noop", test_plugins::HOSTILE);
     let parent = ray_cluster().to_string();
@@ -641,15 +649,12 @@ fn per_call_medians(cases: &mut [Case<'_>]) -> Vec<f64> {
 fn floor() {
     const REPEATED: usize = 21;
     let tokio = current_thread();
-    let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|err| panic!("{err}"));
-    tokio
-        .block_on(runtime.install_builtins())
-        .unwrap_or_else(|err| panic!("{err}"));
+    let runtime = new_runtime(&tokio, true);
     install_file(&tokio, &runtime, "hostile", test_plugins::HOSTILE);
     // The repeated steps run on an engine of their own: an instance slot keeps resident
     // (and resets at every call) every page a call ever touched, so their large heaps
     // would slow the no-op that shares the module's slot.
-    let measuring = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|err| panic!("{err}"));
+    let measuring = new_runtime(&tokio, false);
     install_file(&tokio, &measuring, "hostile", test_plugins::HOSTILE);
     let parent = ray_cluster().to_string();
     let new_cluster = reconcile_input(&parent, ObservedPods::empty(), Vec::new());
@@ -757,7 +762,7 @@ fn reconcile_ok(tokio: &Tokio, runtime: &Runtime, plugin: &str, input: &Reconcil
 /// plugin twice with `cargo build --release --target wasm32-wasip2 -p <plugin>`.
 fn compare_builds(files: &str) {
     let tokio = current_thread();
-    let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|err| panic!("{err}"));
+    let runtime = new_runtime(&tokio, false);
     let builds: Vec<&str> = files.split(',').collect();
     for (index, file) in builds.iter().enumerate() {
         install_file(&tokio, &runtime, &format!("build-{index}"), file);
