@@ -24,7 +24,10 @@ const BUILTIN: &[(&str, &str)] = &[
 ];
 
 /// Plugins built for tests only: their paths are compiled in, never their bytes.
-const TEST_ONLY: &[(&str, &str)] = &[("HOSTILE", "wasmray-test-hostile")];
+const TEST_ONLY: &[(&str, &str)] = &[
+    ("HOSTILE", "wasmray-test-hostile"),
+    ("CONTRACT_0_2", "wasmray-test-contract-0-2"),
+];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 

@@ -35,6 +35,7 @@ use k8s_openapi::jiff::Timestamp as JiffTimestamp;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime as Tokio;
 use wasmray::builtin::{BUILTIN_PLUGINS, test_plugins};
+use wasmray::controller::plan;
 use wasmray::runtime::bindings::types::{HostFacts, ObservedPods, ObservedService};
 use wasmray::runtime::observe::{observed_service, pod_record, pod_table, timestamp};
 use wasmray::runtime::{ReconcileInput, Runtime, RuntimeConfig};
@@ -366,6 +367,7 @@ fn reconcile_input(
         children: Vec::new(),
         related: Vec::new(),
         ray: Default::default(),
+        failed_writes: Vec::new(),
         now: timestamp(JiffTimestamp::from_second(NOW).unwrap_or(JiffTimestamp::UNIX_EPOCH)),
         config: String::new(),
         host: HostFacts {
@@ -690,6 +692,26 @@ fn floor() {
             ));
         }
     }
+    // The host's one check of an answer: turning it into a write plan.
+    let owner = OwnerReference {
+        api_version: "ray.io/v1".into(),
+        kind: "RayCluster".into(),
+        name: "bench".into(),
+        uid: "6c1f3b0e".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let parent = plan::ParentView {
+        api_version: "ray.io/v1",
+        kind: "RayCluster",
+        name: "bench",
+        uid: "6c1f3b0e",
+        namespace: "ml",
+        owner: &owner,
+        finalizers: &[],
+        deleting: false,
+        status: None,
+    };
     let (tokio, runtime, measuring) = (&tokio, &runtime, &measuring);
     let mut cases: Vec<Case> = inputs
         .iter()
@@ -706,7 +728,7 @@ fn floor() {
         })
         .collect();
     let answer_check = || {
-        if let Err(err) = wasmray::runtime::validate::reconcile_output(&answer) {
+        if let Err(err) = plan::plan(answer.clone(), &parent, &NoChildren) {
             panic!("{err}");
         }
     };
@@ -796,4 +818,16 @@ fn main() {
     }
     runtime_benches();
     Criterion::default().configure_from_args().final_summary();
+}
+
+/// No cached children: a new cluster's answer prunes nothing and deletes nothing.
+struct NoChildren;
+
+impl plan::ChildIndex for NoChildren {
+    fn owned(&self, _: &str, _: &str) -> Option<Vec<plan::OwnedChild>> {
+        None
+    }
+    fn labels(&self, _: &str, _: &str, _: &str) -> Option<BTreeMap<String, String>> {
+        None
+    }
 }

@@ -5,9 +5,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 use wasmray::builtin::{BUILTIN_PLUGINS, test_plugins};
+use wasmray::controller::plan;
+use wasmray::controller::wit::{FailedWrite, WriteOperation};
 use wasmray::runtime::bindings::types::HostFacts;
 use wasmray::runtime::{
     CallError, CodeSource, LoadError, Plugin, ReconcileInput, Role, Runtime, RuntimeConfig,
@@ -76,6 +79,7 @@ fn input(config: &str) -> ReconcileInput {
         children: Vec::new(),
         related: Vec::new(),
         ray: Default::default(),
+        failed_writes: Vec::new(),
         now: wasmray::runtime::bindings::types::Timestamp {
             seconds: 1_795_405_982,
             nanos: 0,
@@ -160,28 +164,138 @@ async fn panic_fails_with_trap_error_carrying_the_message() {
     assert_good_plugin_serves(fixture).await;
 }
 
+/// The runtime returns an answer as the plugin gave it; the host checks it once, where it
+/// becomes a write plan, and the error names the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_output_is_rejected_with_the_field() {
+async fn malformed_output_is_refused_by_the_plan_with_the_field() {
     let fixture = fixture().await;
     for (mode, expected) in [
-        ("malformed-status", "status: not a JSON object"),
-        ("malformed-object", "apply[0].object: missing \"kind\""),
+        ("malformed-status", "status: not JSON"),
+        (
+            "malformed-object",
+            "apply[0].object: apiVersion and kind are required",
+        ),
         ("malformed-deletion", "delete[0].uid: must not be empty"),
     ] {
-        let err = fixture
+        let answer = fixture
             .runtime
             .reconcile_with(&fixture.hostile, &input(mode))
             .await
-            .unwrap_err();
-        match &err {
-            CallError::MalformedOutput { what, .. } => {
-                assert!(what.contains(expected), "{mode}: {what}");
-            }
-            other => panic!("{mode}: expected malformed output, got {other:?}"),
-        }
-        assert_names_plugin(&err, &fixture.hostile);
+            .unwrap();
+        let error = plan::plan(answer, &parent_view(), &NoChildren).unwrap_err();
+        assert!(error.to_string().contains(expected), "{mode}: {error}");
         assert_good_plugin_serves(fixture).await;
     }
+}
+
+fn parent_view() -> plan::ParentView<'static> {
+    static OWNER: std::sync::LazyLock<OwnerReference> =
+        std::sync::LazyLock::new(|| OwnerReference {
+            api_version: "ray.io/v1".into(),
+            kind: "RayCluster".into(),
+            name: "rc".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        });
+    plan::ParentView {
+        api_version: "ray.io/v1",
+        kind: "RayCluster",
+        name: "rc",
+        uid: "u",
+        namespace: "ns",
+        owner: &OWNER,
+        finalizers: &[],
+        deleting: false,
+        status: None,
+    }
+}
+
+struct NoChildren;
+
+impl plan::ChildIndex for NoChildren {
+    fn owned(&self, _: &str, _: &str) -> Option<Vec<plan::OwnedChild>> {
+        None
+    }
+    fn labels(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        None
+    }
+}
+
+/// A reconciler built against contract 0.2.0 still loads and serves: it gets the 0.3.0
+/// input without what 0.2.0 lacks (the last failed pod write under its 0.2.0 extension
+/// key), and its answer asks for nothing 0.2.0 could not ask for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_0_2_reconciler_still_loads_and_serves() {
+    let runtime = &fixture().await.runtime;
+    let old = runtime
+        .load_file("contract-0-2", Path::new(test_plugins::CONTRACT_0_2))
+        .await
+        .unwrap();
+    assert_eq!(old.contract(), "0.2.0");
+    assert_eq!(old.role(), Role::Reconciler);
+    assert_eq!(old.kinds(), ["RayCluster"]);
+    runtime.validate_config(&old, "anything").await.unwrap();
+
+    let mut call = input("from the 0.3.0 host");
+    call.failed_writes.push(FailedWrite {
+        operation: WriteOperation::Create,
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: "rc-head-".into(),
+        labels: vec![("ray.io/node-type".into(), "head".into())],
+        message: "pods is forbidden: exceeded quota".into(),
+    });
+    let answer = runtime.reconcile_with(&old, &call).await.unwrap();
+    let status: Value = serde_json::from_str(answer.status.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        status,
+        json!({"contract": "0.2.0", "config": "from the 0.3.0 host", "pods": 0,
+               "podWriteFailure": {"operation": "create", "nodeType": "head",
+                                   "message": "pods is forbidden: exceeded quota"}})
+    );
+    assert!(answer.apply[0].object.contains("sandbox-contract-0-2"));
+    assert!(answer.finalizers.is_empty() && answer.generated_secrets.is_empty());
+    // Its plan is like any other's.
+    let planned = plan::plan(answer, &parent_view(), &NoChildren).unwrap();
+    assert_eq!(planned.objects.len(), 1);
+
+    let err = runtime
+        .reconcile_with(&old, &input("refuse"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Refused { reason, .. } if reason == "Refused"),
+        "{err:?}"
+    );
+}
+
+/// `validate-config` runs at load: a configuration the plugin refuses is a typed load
+/// error that names the plugin and its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_configuration_is_a_load_error() {
+    let fixture = fixture().await;
+    fixture
+        .runtime
+        .validate_config(&fixture.hostile, "noop")
+        .await
+        .unwrap();
+    let err = fixture
+        .runtime
+        .validate_config(&fixture.hostile, "invalid-config please")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LoadError::Config { reason, .. } if reason == "InvalidConfig"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("sha256:"), "{err}");
+    assert!(err.to_string().contains("invalid-config please"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,7 +545,7 @@ async fn loading_errors_are_typed() {
         .unwrap_err();
     assert!(
         matches!(&err, LoadError::ContractVersion { found, served, .. }
-            if found == "0.1.0" && *served == wasmray::runtime::CONTRACT_VERSION),
+            if found == "0.1.0" && served == "0.3.0 or 0.2.0"),
         "{err:?}"
     );
     assert!(err.to_string().contains("rebuild it"), "{err}");

@@ -1,24 +1,23 @@
-//! Carrying out a plugin's answer: pod creation from pod sets, create-only or server-side
-//! apply of other children, deletions with uid preconditions. Every write is recorded as an
-//! expectation, an event and (for failed pod writes) a report the plugin gets on its next
-//! call.
+//! Carrying out the writes of a [`super::plan::Plan`]: generated Secrets, create-only or
+//! server-side apply of children, pod creation, deletions with uid preconditions. Every
+//! write is recorded as an expectation and an event, and every failed one as a
+//! `failed-write` the plugin gets on its next call.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
     PostParams, Preconditions,
 };
 use kube::runtime::events::EventType;
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
 
 use super::expectations::Expectation;
-use super::wit::{Deletion, PodSet, WriteMode};
+use super::plan::{PlannedDeletion, PreparedObject, PreparedPod};
+use super::wit::{Deletion, FailedWrite, WriteMode, WriteOperation};
 
 /// Expectation cache ids: pods, services (any service cache), then other child kinds.
 pub const PODS_CACHE: usize = 0;
@@ -29,137 +28,14 @@ pub const FIRST_OTHER_CACHE: usize = 2;
 /// writes (`CreatedHeadPod`, `DeletedWorkerPod`, ...).
 const NODE_TYPE_LABEL: &str = "ray.io/node-type";
 
-/// A plugin answer whose objects do not parse: nothing of it is written.
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: {message}")]
-pub struct MalformedAnswer {
-    pub what: String,
-    pub message: String,
-}
-
-/// One child to create or apply, parsed and owned by the parent.
-#[derive(Debug)]
-pub struct PreparedObject {
-    pub object: DynamicObject,
-    pub api_version: String,
-    pub kind: String,
-    pub mode: WriteMode,
-}
-
-/// The pods of the answer, each ready to create.
-#[derive(Debug)]
-pub struct PreparedPod {
-    pub pod: Pod,
-    pub group: String,
-}
-
-/// Builds every pod of the pod sets: template, then per-replica name, labels and
-/// annotations, then the parent's namespace and controller ownerReference.
-pub fn prepare_pods(
-    pod_sets: &[PodSet],
-    namespace: &str,
-    owner: &OwnerReference,
-) -> Result<Vec<PreparedPod>, MalformedAnswer> {
-    let mut pods = Vec::new();
-    for set in pod_sets {
-        let template: Pod =
-            serde_json::from_str(&set.template).map_err(|error| MalformedAnswer {
-                what: format!("pod template of pod set {:?}", set.group),
-                message: error.to_string(),
-            })?;
-        for replica in &set.replicas {
-            let mut pod = template.clone();
-            let meta = &mut pod.metadata;
-            if let Some(name) = &replica.name {
-                meta.name = Some(name.clone());
-                meta.generate_name = None;
-            }
-            if meta.name.is_none() && meta.generate_name.is_none() {
-                return Err(MalformedAnswer {
-                    what: format!("pod set {:?}", set.group),
-                    message: "a replica has no name and the template no generateName".into(),
-                });
-            }
-            let labels = meta.labels.get_or_insert_with(Default::default);
-            labels.extend(replica.labels.iter().cloned());
-            if !replica.annotations.is_empty() {
-                meta.annotations
-                    .get_or_insert_with(Default::default)
-                    .extend(replica.annotations.iter().cloned());
-            }
-            meta.namespace = Some(namespace.to_owned());
-            meta.owner_references = Some(vec![owner.clone()]);
-            meta.resource_version = None;
-            meta.uid = None;
-            pods.push(PreparedPod {
-                pod,
-                group: set.group.clone(),
-            });
-        }
-    }
-    Ok(pods)
-}
-
-/// Parses the desired objects and sets namespace and owner.
-pub fn prepare_objects(
-    desired: &[super::wit::DesiredObject],
-    namespace: &str,
-    owner: &OwnerReference,
-) -> Result<Vec<PreparedObject>, MalformedAnswer> {
-    desired
-        .iter()
-        .enumerate()
-        .map(|(index, desired)| {
-            let malformed = |message: String| MalformedAnswer {
-                what: format!("desired object #{index}"),
-                message,
-            };
-            let mut object: DynamicObject =
-                serde_json::from_str(&desired.object).map_err(|e| malformed(e.to_string()))?;
-            let (api_version, kind) = object
-                .types
-                .as_ref()
-                .map(|types| (types.api_version.clone(), types.kind.clone()))
-                .filter(|(api_version, kind)| !api_version.is_empty() && !kind.is_empty())
-                .ok_or_else(|| malformed("apiVersion and kind are required".into()))?;
-            let named = object.metadata.name.is_some();
-            let generated = object.metadata.generate_name.is_some();
-            match desired.mode {
-                WriteMode::Apply if !named => {
-                    return Err(malformed(format!(
-                        "{kind} to apply needs metadata.name (generateName only works with create-only)"
-                    )));
-                }
-                WriteMode::CreateOnly if !named && !generated => {
-                    return Err(malformed(format!(
-                        "{kind} needs metadata.name or metadata.generateName"
-                    )));
-                }
-                _ => {}
-            }
-            object.metadata.namespace = Some(namespace.to_owned());
-            object.metadata.owner_references = Some(vec![owner.clone()]);
-            object.metadata.resource_version = None;
-            object.metadata.uid = None;
-            object.metadata.managed_fields = None;
-            Ok(PreparedObject {
-                object,
-                api_version,
-                kind,
-                mode: desired.mode,
-            })
-        })
-        .collect()
-}
-
 /// What the writes of one reconcile produced.
 #[derive(Debug, Default)]
 pub struct WriteReport {
     pub expectations: Vec<Expectation>,
     /// (type, reason, message) to record on the parent.
     pub events: Vec<(EventType, String, String)>,
-    /// The latest failed pod write, for the plugin's next call.
-    pub pod_write_failure: Option<Value>,
+    /// The failed writes, for the plugin's next call.
+    pub failed: Vec<FailedWrite>,
     /// Failed writes, as text; the reconcile is retried with backoff when not empty.
     pub errors: Vec<String>,
     /// Number of API writes made.
@@ -167,12 +43,10 @@ pub struct WriteReport {
 }
 
 impl WriteReport {
-    fn merge(&mut self, other: WriteReport) {
+    pub fn merge(&mut self, other: WriteReport) {
         self.expectations.extend(other.expectations);
         self.events.extend(other.events);
-        if other.pod_write_failure.is_some() {
-            self.pod_write_failure = other.pod_write_failure;
-        }
+        self.failed.extend(other.failed);
         self.errors.extend(other.errors);
         self.writes += other.writes;
     }
@@ -192,8 +66,33 @@ fn pod_role(labels: Option<&std::collections::BTreeMap<String, String>>) -> (Str
     (capitalised, node_type.to_owned())
 }
 
-fn pod_failure(operation: &str, node_type: &str, message: &str) -> Value {
-    json!({"operation": operation, "nodeType": node_type, "message": message})
+fn failed_write(
+    operation: WriteOperation,
+    api_version: &str,
+    kind: &str,
+    name: &str,
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+    message: &str,
+) -> FailedWrite {
+    FailedWrite {
+        operation,
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        labels: labels
+            .into_iter()
+            .flatten()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+        message: message.to_owned(),
+    }
+}
+
+fn operation_of(mode: WriteMode) -> WriteOperation {
+    match mode {
+        WriteMode::CreateOnly => WriteOperation::Create,
+        WriteMode::Apply => WriteOperation::Apply,
+    }
 }
 
 /// Resolves `apiVersion`/`kind` to an API resource (with its plural), once per kind.
@@ -296,7 +195,18 @@ impl ChildWriter<'_> {
                         format!("FailedToCreate{role}Pod"),
                         message.clone(),
                     ));
-                    report.pod_write_failure = Some(pod_failure("create", &node_type, &message));
+                    let meta = &prepared.pod.metadata;
+                    report.failed.push(failed_write(
+                        WriteOperation::Create,
+                        "v1",
+                        "Pod",
+                        meta.name
+                            .as_deref()
+                            .or(meta.generate_name.as_deref())
+                            .unwrap_or_default(),
+                        meta.labels.as_ref(),
+                        &message,
+                    ));
                     report.errors.push(message);
                 }
             }
@@ -339,6 +249,14 @@ impl ChildWriter<'_> {
                     EventType::Warning,
                     format!("FailedToCreate{}", (self.event_noun)(&kind)),
                     message.clone(),
+                ));
+                report.failed.push(failed_write(
+                    operation_of(mode),
+                    &api_version,
+                    &kind,
+                    &label,
+                    object.metadata.labels.as_ref(),
+                    &message,
                 ));
                 report.errors.push(message);
                 return report;
@@ -402,6 +320,14 @@ impl ChildWriter<'_> {
                     format!("FailedToCreate{}", (self.event_noun)(&kind)),
                     message.clone(),
                 ));
+                report.failed.push(failed_write(
+                    operation_of(mode),
+                    &api_version,
+                    &kind,
+                    &label,
+                    object.metadata.labels.as_ref(),
+                    &message,
+                ));
                 report.errors.push(message);
             }
         }
@@ -409,22 +335,19 @@ impl ChildWriter<'_> {
     }
 
     /// Deletes children with their uid as precondition; gone or replaced ones are fine.
-    pub async fn delete(
-        &self,
-        deletions: &[Deletion],
-        pod_labels: &(dyn Fn(&str) -> Option<std::collections::BTreeMap<String, String>> + Sync),
-    ) -> WriteReport {
-        let results = join_all(deletions.iter().map(|deletion| async move {
-            let result = self.delete_one(deletion).await;
-            (deletion, result)
+    pub async fn delete(&self, deletions: &[PlannedDeletion]) -> WriteReport {
+        let results = join_all(deletions.iter().map(|planned| async move {
+            let result = self.delete_one(&planned.deletion).await;
+            (planned, result)
         }))
         .await;
         let mut report = WriteReport::default();
-        for (deletion, result) in results {
+        for (planned, result) in results {
+            let deletion = &planned.deletion;
             report.writes += 1;
             let is_pod = deletion.kind == "Pod" && deletion.api_version == "v1";
             let (role, node_type) = if is_pod {
-                pod_role(pod_labels(&deletion.name).as_ref())
+                pod_role(Some(&planned.labels))
             } else {
                 (String::new(), String::new())
             };
@@ -470,10 +393,14 @@ impl ChildWriter<'_> {
                         format!("FailedToDelete{what}"),
                         message.clone(),
                     ));
-                    if is_pod {
-                        report.pod_write_failure =
-                            Some(pod_failure("delete", &node_type, &message));
-                    }
+                    report.failed.push(failed_write(
+                        WriteOperation::Delete,
+                        &deletion.api_version,
+                        &deletion.kind,
+                        &deletion.name,
+                        Some(&planned.labels),
+                        &message,
+                    ));
                     report.errors.push(message);
                 }
             }
@@ -503,109 +430,5 @@ impl ChildWriter<'_> {
             }
             Err(error) => Err(error),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::controller::wit::{DesiredObject, PodReplica};
-
-    fn owner() -> OwnerReference {
-        OwnerReference {
-            api_version: "ray.io/v1".into(),
-            kind: "RayCluster".into(),
-            name: "rc".into(),
-            uid: "u".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
-    }
-
-    #[test]
-    fn pod_sets_expand_to_owned_pods_with_replica_overrides() {
-        let set = PodSet {
-            group: "small".into(),
-            template: r#"{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"rc-small-worker-","labels":{"ray.io/node-type":"worker"}},"spec":{"containers":[{"name":"ray-worker"}]}}"#.into(),
-            replicas: vec![
-                PodReplica { name: None, labels: vec![("idx".into(), "0".into())], annotations: vec![] },
-                PodReplica { name: Some("fixed".into()), labels: vec![], annotations: vec![("a".into(), "b".into())] },
-            ],
-        };
-        let pods = prepare_pods(&[set], "ns", &owner()).unwrap();
-        assert_eq!(pods.len(), 2);
-        let first = &pods[0].pod.metadata;
-        assert_eq!(first.generate_name.as_deref(), Some("rc-small-worker-"));
-        assert_eq!(first.labels.as_ref().unwrap()["idx"], "0");
-        assert_eq!(first.namespace.as_deref(), Some("ns"));
-        assert_eq!(first.owner_references.as_ref().unwrap()[0].uid, "u");
-        let second = &pods[1].pod.metadata;
-        assert_eq!(second.name.as_deref(), Some("fixed"));
-        assert_eq!(second.generate_name, None);
-        assert_eq!(second.annotations.as_ref().unwrap()["a"], "b");
-        assert!(!second.labels.as_ref().unwrap().contains_key("idx"));
-        assert_eq!(
-            pod_role(first.labels.as_ref()),
-            ("Worker".into(), "worker".into())
-        );
-    }
-
-    #[test]
-    fn malformed_answers_are_refused_before_any_write() {
-        let bad = PodSet {
-            group: "g".into(),
-            template: "{not json".into(),
-            replicas: vec![],
-        };
-        let error = prepare_pods(&[bad], "ns", &owner()).unwrap_err();
-        assert!(error.what.contains("\"g\""), "{error}");
-        let nameless = PodSet {
-            group: "g".into(),
-            template: r#"{"metadata":{}}"#.into(),
-            replicas: vec![PodReplica {
-                name: None,
-                labels: vec![],
-                annotations: vec![],
-            }],
-        };
-        assert!(prepare_pods(&[nameless], "ns", &owner()).is_err());
-        let objects = [DesiredObject {
-            object: r#"{"metadata":{"name":"x"}}"#.into(),
-            mode: WriteMode::Apply,
-        }];
-        assert!(
-            prepare_objects(&objects, "ns", &owner())
-                .unwrap_err()
-                .message
-                .contains("apiVersion")
-        );
-        let objects = [DesiredObject {
-            object: r#"{"apiVersion":"v1","kind":"Service","metadata":{"generateName":"x-"}}"#
-                .into(),
-            mode: WriteMode::Apply,
-        }];
-        assert!(prepare_objects(&objects, "ns", &owner()).is_err());
-    }
-
-    #[test]
-    fn desired_objects_get_namespace_and_owner() {
-        let objects = [DesiredObject {
-            object: r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"rc-head-svc","namespace":"elsewhere"},"spec":{"clusterIP":"None"}}"#.into(),
-            mode: WriteMode::CreateOnly,
-        }];
-        let prepared = prepare_objects(&objects, "ns", &owner()).unwrap();
-        assert_eq!(prepared[0].kind, "Service");
-        assert_eq!(prepared[0].object.metadata.namespace.as_deref(), Some("ns"));
-        assert_eq!(prepared[0].object.data["spec"]["clusterIP"], "None");
-        assert_eq!(
-            prepared[0]
-                .object
-                .metadata
-                .owner_references
-                .as_ref()
-                .unwrap()
-                .len(),
-            1
-        );
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Modules: [`cache`] (child caches indexed by parent), [`observe`] (objects to contract
 //! records), [`expectations`] (a plugin sees its own writes), [`apply`] (writes),
-//! [`status`] (status diff and the `PluginFailure` condition), [`parent`] (the driver),
+//! [`plan`] (an answer checked and parsed once into writes), [`status`] (status diff and
+//! the host's conditions), [`parent`] (the driver),
 //! [`ray_io`] (the Ray queries and actions plugins ask for), [`raycluster`] and [`rayjob`]
 //! (what is specific to each kind).
 
@@ -18,6 +19,7 @@ pub mod events;
 pub mod expectations;
 pub mod observe;
 pub mod parent;
+pub mod plan;
 pub mod plugin;
 pub mod ray_io;
 pub mod raycluster;
@@ -33,8 +35,9 @@ use std::time::Duration;
 /// The contract's types as the host's bindings generate them.
 pub mod wit {
     pub use crate::runtime::bindings::reconciler::exports::wasmray::plugin::reconcile::{
-        ActionResult, DashboardReachability, Deletion, JobObservation, RayAction, RayActionKind,
-        RayJobInfo, RayObservations, RayQuery, ReconcileInput, ReconcileOutput, SubmitJob,
+        ActionResult, ChildKind, DashboardReachability, Deletion, FailedWrite, Finalizer,
+        FinalizerIntent, GeneratedSecret, JobObservation, RayAction, RayActionKind, RayJobInfo,
+        RayObservations, RayQuery, ReconcileInput, ReconcileOutput, SubmitJob, WriteOperation,
     };
     pub use crate::runtime::bindings::types::{
         DesiredObject, Event, EventType, HostFacts, ObservedObject, ObservedPods, ObservedService,

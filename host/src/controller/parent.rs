@@ -1,12 +1,11 @@
 //! The generic parent driver: one kube-rs controller per parent kind and namespace scope.
 //! Gather input, call the plugin bound to the kind, carry out the answer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::NamespaceResourceScope;
@@ -22,8 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use super::apply::{
-    ChildWriter, FIRST_OTHER_CACHE, MalformedAnswer, PODS_CACHE, ResourceResolver, SERVICES_CACHE,
-    WriteReport, prepare_objects, prepare_pods,
+    ChildWriter, FIRST_OTHER_CACHE, PODS_CACHE, ResourceResolver, SERVICES_CACHE, WriteReport,
 };
 use super::cache::{OwnedIndex, ParentKindRef, api_resource, run_child_watch};
 use super::events::EventSink;
@@ -31,25 +29,27 @@ use super::expectations::{Expectation, Expectations, Lookup, Readiness};
 use super::observe::{
     PodTable, first_pod_labels, now, observe_object, observed_service, pod_record, pod_table,
 };
+use super::plan::{self, ChildIndex, OwnedChild, ParentView, Plan};
 use super::plugin::{CallFailure, PluginHost};
-use super::ray_io::{Clusters, FOLLOW_UP, RayIo, asks_nothing_more};
-use super::secrets::{GeneratedSecret, SecretError, SecretsEnsured};
+use super::ray_io::{Clusters, RayIo};
+use super::secrets::{SecretError, SecretsEnsured};
 use super::status::{
-    condition_reason, plugin_failure, plugin_failure_condition, status_differs,
-    strip_host_conditions,
+    DELETION_BLOCKED_CONDITION, condition_reason, host_condition, plugin_failure,
+    plugin_failure_condition, strip_host_conditions,
 };
 use super::wit::{
-    DashboardReachability, EventType as WitEventType, HostFacts, ObservedObject, ObservedPods,
-    ObservedService, RayObservations, ReconcileInput, ReconcileOutput,
+    DashboardReachability, FailedWrite, HostFacts, ObservedObject, ObservedPods, ObservedService,
+    RayObservations, ReconcileInput,
 };
 use super::{ControllerConfig, PLUGIN_ANNOTATION, Stats, Telemetry};
 use crate::health;
 use crate::metrics::{Metrics, ReconcileOutcome};
 use std::sync::atomic::Ordering;
 
-/// Key of `ray.extensions` under which the host reports the failed pod write of the
-/// previous call (see the RayCluster plugin: it becomes the `ReplicaFailure` condition).
-pub const POD_WRITE_FAILURE_EXTENSION: &str = "pod-write-failure";
+/// The values of `spec.managedBy` that hand an object to this operator: KubeRay's own,
+/// since WasmRay serves KubeRay's API in its place. An object managed by anyone else (e.g.
+/// MultiKueue) is never passed to a plugin and never written to.
+pub const MANAGED_BY_THIS_OPERATOR: &[&str] = &[wasmray_crds::constants::MANAGED_BY_KUBERAY];
 /// Annotation kubectl writes with a full copy of the object; dropped from the cache.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -98,21 +98,6 @@ pub trait ParentKind:
         kind
     }
 
-    /// A finalizer the host keeps on this parent so that cleanup the plugin does at
-    /// deletion (e.g. a Job) runs before the object goes. None: no finalizer.
-    /// The contract has no way yet for a plugin to manage its parent's finalizers.
-    fn finalizer(&self, _config: &ControllerConfig) -> Option<&'static str> {
-        None
-    }
-
-    /// Whether the cleanup guarded by [`ParentKind::finalizer`] is done, judged from the
-    /// owned children of other kinds and whether the plugin's answer for the deleting
-    /// parent asked for nothing more (no writes, Ray actions or queries). By default the
-    /// plugin decides: e.g. the RayJob plugin asks to stop the Ray job, then nothing.
-    fn cleanup_done(_children: &[ObservedObject], asks_nothing_more: bool) -> bool {
-        asks_nothing_more
-    }
-
     /// Objects the parent refers to but does not own, read before each call and passed
     /// as `related` (those that do not exist are left out).
     fn related(&self) -> Vec<RelatedObject> {
@@ -123,12 +108,6 @@ pub trait ParentKind:
     /// parent's namespace), passed with its own pods.
     fn unowned_pods_selector(&self) -> Option<String> {
         None
-    }
-
-    /// Secrets with random content this parent needs before its children are created (a
-    /// plugin has no randomness). The host creates each once, owned by the parent.
-    fn generated_secrets(&self, _config: &ControllerConfig) -> Vec<GeneratedSecret> {
-        Vec::new()
     }
 }
 
@@ -241,8 +220,8 @@ pub struct Scope<P> {
     events: EventSink,
     /// Consecutive failures per parent uid, for backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// A failed pod write per parent uid, reported on the next call.
-    pod_write_failures: Mutex<HashMap<String, Value>>,
+    /// The failed writes of the last call per parent uid, reported on the next call.
+    failed_writes: Mutex<HashMap<String, Vec<FailedWrite>>>,
     /// Ray queries and action results between calls.
     ray: RayIo,
     secrets: SecretsEnsured,
@@ -303,7 +282,7 @@ impl<P: ParentKind> Scope<P> {
             expectations: Expectations::new(shared.config.expectation_timeout),
             events,
             failures: Mutex::new(HashMap::new()),
-            pod_write_failures: Mutex::new(HashMap::new()),
+            failed_writes: Mutex::new(HashMap::new()),
             ray: RayIo::new(&shared.config),
             secrets: SecretsEnsured::default(),
             shared,
@@ -354,12 +333,18 @@ impl<P: ParentKind> Scope<P> {
             .check(uid, parent.meta().resource_version.as_deref(), &lookups)
     }
 
-    /// The input of a plugin call.
-    fn gather(&self, parent: &P, uid: &str) -> ReconcileInput {
-        let mut parent_json = serde_json::to_value(parent).unwrap_or(Value::Null);
-        if let Some(status) = parent_json.get_mut("status") {
-            strip_host_conditions(status);
-        }
+    /// The input of a plugin call; `parent_json` is the parent as JSON.
+    fn gather(&self, parent: &P, parent_json: &Value, uid: &str) -> ReconcileInput {
+        let parent_text = match parent_json.get("status") {
+            Some(status) => {
+                let mut status = status.clone();
+                strip_host_conditions(&mut status);
+                let mut parent_json = parent_json.clone();
+                parent_json["status"] = status;
+                parent_json.to_string()
+            }
+            None => parent_json.to_string(),
+        };
         let children = self.pods.children_of(uid);
         let pods = ObservedPods::from(PodTable::concat(children.iter().map(|entry| &entry.value)));
         let mut services: Vec<ObservedService> = Vec::new();
@@ -376,31 +361,29 @@ impl<P: ParentKind> Scope<P> {
             .flat_map(|(_, index)| index.children_of(uid))
             .map(|entry| entry.value.clone())
             .collect();
-        let mut ray = RayObservations {
+        let ray = RayObservations {
             dashboard: DashboardReachability::NotChecked,
             jobs: Vec::new(),
             serve_status: None,
             action_results: Vec::new(),
             extensions: Vec::new(),
         };
-        if let Some(failure) = self
-            .pod_write_failures
+        let failed_writes = self
+            .failed_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid)
-        {
-            ray.extensions
-                .push((POD_WRITE_FAILURE_EXTENSION.to_owned(), failure.to_string()));
-        }
+            .unwrap_or_default();
         let plugin = self.plugin_for(parent);
         ReconcileInput {
             kind: P::kind(&()).into_owned(),
-            parent: parent_json.to_string(),
+            parent: parent_text,
             pods,
             services,
             children,
             related: Vec::new(),
             ray,
+            failed_writes,
             now: now(),
             config: self
                 .shared
@@ -571,40 +554,25 @@ impl<P: ParentKind> Scope<P> {
     }
 
     /// Sets the `PluginFailure` condition and records a Warning event.
-    async fn record_plugin_failure(&self, parent: &P, uid: &str, failure: &CallFailure) {
+    async fn record_plugin_failure(
+        &self,
+        parent: &P,
+        uid: &str,
+        current: Option<&Value>,
+        failure: &CallFailure,
+    ) {
         tracing::warn!(object = %parent.name_any(), namespace = ?parent.namespace(), error = %failure, "plugin call failed");
-        let current = serde_json::to_value(parent)
-            .ok()
-            .and_then(|value| value.get("status").cloned());
         let reason = condition_reason(&failure.reason);
         let message = failure.to_string();
-        let stamp = k8s_openapi::jiff::Timestamp::now()
-            .round(k8s_openapi::jiff::Unit::Second)
-            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
-            .to_string();
         if let Some(condition) = plugin_failure_condition(
-            current.as_ref(),
+            current,
             &reason,
             &message,
-            &stamp,
+            &now_rfc3339(),
             parent.meta().generation,
         ) {
-            match self
-                .apply_status(
-                    parent,
-                    &self.failure_manager(),
-                    json!({"conditions": [condition]}),
-                )
-                .await
-            {
-                Ok(Some(version)) => self
-                    .expectations
-                    .expect(uid, [Expectation::ParentVersion(version)]),
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(object = %parent.name_any(), %error, "cannot set the PluginFailure condition")
-                }
-            }
+            self.apply_host_condition(parent, uid, &self.failure_manager(), condition)
+                .await;
         }
         self.publish(
             parent,
@@ -612,58 +580,38 @@ impl<P: ParentKind> Scope<P> {
         );
     }
 
-    /// Carries out an answer.
+    /// Applies one host condition under its own field manager; a failure is logged, as the
+    /// condition only reports.
+    async fn apply_host_condition(&self, parent: &P, uid: &str, manager: &str, condition: Value) {
+        match self
+            .apply_status(parent, manager, json!({"conditions": [condition]}))
+            .await
+        {
+            Ok(Some(version)) => self
+                .expectations
+                .expect(uid, [Expectation::ParentVersion(version)]),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(object = %parent.name_any(), %error, "cannot set a host condition")
+            }
+        }
+    }
+
+    /// Carries out a plan (see `plan.rs` for the order).
     async fn carry_out(
         &self,
         parent: &P,
         uid: &str,
+        current_status: Option<&Value>,
         plugin: &str,
-        output: ReconcileOutput,
+        plan: Plan,
         known: &[ObservedObject],
     ) -> Result<Action, ReconcileError> {
         let namespace = parent.namespace().unwrap_or_default();
-        let malformed = |error: MalformedAnswer| {
-            ReconcileError::Plugin(CallFailure::malformed_output(
-                &self.shared.plugins,
-                plugin,
-                error.to_string(),
-            ))
-        };
-        let Some(owner) = parent.controller_owner_ref(&()) else {
-            // Only objects without a uid lack an owner reference; the API server gives
-            // every stored object one.
-            return Ok(Action::await_change());
-        };
-        // The only object of its own kind a plugin may delete is its parent (KubeRay's
-        // DeleteSelf); anything else of that kind belongs to someone else.
-        if let Some(foreign) = output.delete.iter().find(|deletion| {
-            deletion.api_version == P::api_version(&())
-                && deletion.kind == P::kind(&())
-                && (deletion.name != parent.name_any() || deletion.uid != uid)
-        }) {
-            return Err(malformed(MalformedAnswer {
-                what: format!("deletion of {} {}", foreign.kind, foreign.name),
-                message: format!(
-                    "a {} plugin may delete only the {} it was called for (name and uid)",
-                    P::kind(&()),
-                    P::kind(&())
-                ),
-            }));
+        if let Some(finalizers) = &plan.add_finalizers {
+            // Before anything the finalizer guards exists.
+            self.set_finalizers(parent, uid, finalizers.clone()).await?;
         }
-        let pods = prepare_pods(&output.create_pods, &namespace, &owner).map_err(malformed)?;
-        let objects = prepare_objects(&output.apply, &namespace, &owner).map_err(malformed)?;
-        let new_status = output
-            .status
-            .as_deref()
-            .map(serde_json::from_str::<Value>)
-            .transpose()
-            .map_err(|error| {
-                malformed(MalformedAnswer {
-                    what: "status".into(),
-                    message: error.to_string(),
-                })
-            })?;
-
         let cache_of = |api_version: &str, kind: &str| self.cache_of(api_version, kind);
         let writer = ChildWriter {
             client: &self.shared.client,
@@ -673,48 +621,39 @@ impl<P: ParentKind> Scope<P> {
             cache_of: &cache_of,
             event_noun: &P::child_event_noun,
         };
-        // KubeRay's order: services and other children, then pods.
         let mut report = WriteReport::default();
-        if !objects.is_empty() {
-            report = writer.write_objects(objects).await;
+        if !plan.secrets.is_empty() {
+            // Before the children that read them.
+            report.merge(self.ensure_secrets(parent, uid, &plan.secrets).await?);
         }
-        if !pods.is_empty() {
-            merge(&mut report, writer.create_pods(pods).await);
+        // KubeRay's order: services and other children, then pods.
+        if !plan.objects.is_empty() {
+            report.merge(writer.write_objects(plan.objects).await);
         }
-        if !output.delete.is_empty() {
-            let pod_labels = |name: &str| {
-                self.pods
-                    .child(uid, name)
-                    .map(|entry| first_pod_labels(&entry.value))
-            };
-            merge(
-                &mut report,
-                writer.delete(&output.delete, &pod_labels).await,
-            );
+        if !plan.pods.is_empty() {
+            report.merge(writer.create_pods(plan.pods).await);
+        }
+        if !plan.deletions.is_empty() {
+            report.merge(writer.delete(&plan.deletions).await);
         }
         self.shared.count_writes(report.writes);
         self.expectations
             .expect(uid, std::mem::take(&mut report.expectations));
-        if let Some(failure) = report.pod_write_failure.take() {
-            self.pod_write_failures
+        if !report.failed.is_empty() {
+            self.failed_writes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(uid.to_owned(), failure);
+                .insert(uid.to_owned(), std::mem::take(&mut report.failed));
         }
 
-        let current = serde_json::to_value(parent)
-            .ok()
-            .and_then(|value| value.get("status").cloned());
-        if let Some(new_status) = new_status
-            && status_differs(current.as_ref(), &new_status)
-        {
+        if let Some(new_status) = plan.status {
             let manager = self.shared.config.field_manager.clone();
             if let Some(version) = self.apply_status(parent, &manager, new_status).await? {
                 self.expectations
                     .expect(uid, [Expectation::ParentVersion(version)]);
             }
         }
-        if plugin_failure(current.as_ref()).is_some() {
+        if plugin_failure(current_status).is_some() {
             // The call succeeded: withdraw the failure condition (applying nothing under
             // its manager removes what that manager set).
             if let Some(version) = self
@@ -725,43 +664,56 @@ impl<P: ParentKind> Scope<P> {
                     .expect(uid, [Expectation::ParentVersion(version)]);
             }
         }
+        if !plan.held_while_deleting.is_empty() {
+            let holder = self
+                .shared
+                .plugins
+                .runtime()
+                .registry()
+                .get(plugin)
+                .map_or_else(|| format!("{plugin:?}"), |plugin| plugin.id().to_string());
+            let message = format!(
+                "deletion waits for finalizer {} held by plugin {holder}",
+                plan.held_while_deleting.join(", ")
+            );
+            if let Some(condition) = host_condition(
+                current_status,
+                DELETION_BLOCKED_CONDITION,
+                "FinalizerHeld",
+                &message,
+                &now_rfc3339(),
+                parent.meta().generation,
+            ) {
+                self.apply_host_condition(parent, uid, &self.deletion_manager(), condition)
+                    .await;
+            }
+        }
 
         let mut events = std::mem::take(&mut report.events);
-        events.extend(output.events.into_iter().map(|event| {
-            let type_ = match event.event_type {
-                WitEventType::Normal => EventType::Normal,
-                WitEventType::Warning => EventType::Warning,
-            };
-            (type_, event.reason, event.message)
-        }));
+        events.extend(plan.events);
         self.publish(parent, events);
 
-        let new_query = self.ray.remember(uid, output.ray_queries);
+        let new_query = self.ray.remember(uid, plan.ray_queries);
         if let Some(first) = report.errors.first() {
-            // Ray actions wait for a call whose writes all succeeded: the plugin decided
-            // them assuming its writes (e.g. the submission id in the status before the
-            // submit), and will ask again.
+            // Ray actions and released finalizers wait for a call whose writes all
+            // succeeded: the plugin decided them assuming its writes (e.g. the submission
+            // id in the status before the submit, the cleanup Job before the release).
             return Err(ReconcileError::Writes {
                 count: report.errors.len(),
                 first: first.clone(),
             });
         }
-        let acted = !output.ray_actions.is_empty();
+        let acted = !plan.ray_actions.is_empty();
         if acted {
             self.ray
-                .act(uid, &self.clusters(&namespace, known), output.ray_actions)
+                .act(uid, &self.clusters(&namespace, known), plan.ray_actions)
                 .await;
         }
-        let requested = output
-            .requeue_after_ms
-            .map(|millis| Duration::from_millis(millis.max(1)));
-        // An action's result or a new query's answer is due promptly.
-        let requeue = if acted || new_query {
-            Some(requested.map_or(FOLLOW_UP, |after| after.min(FOLLOW_UP)))
-        } else {
-            requested
-        };
-        Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+        if let Some(finalizers) = plan.release_finalizers {
+            self.set_finalizers(parent, uid, finalizers).await?;
+        }
+        Ok(plan::next_call(plan.requeue_after, acted, new_query)
+            .map_or_else(Action::await_change, Action::requeue))
     }
 
     fn clear_failures(&self, uid: &str) {
@@ -771,22 +723,25 @@ impl<P: ParentKind> Scope<P> {
             .remove(uid);
     }
 
-    /// Creates the parent's generated Secrets that do not exist yet.
-    async fn ensure_secrets(&self, parent: &P, uid: &str) -> Result<(), ReconcileError> {
-        let wanted = parent.generated_secrets(&self.shared.config);
-        if wanted.is_empty() {
-            return Ok(());
-        }
+    /// Creates the Secrets the plugin asked for that do not exist yet.
+    async fn ensure_secrets(
+        &self,
+        parent: &P,
+        uid: &str,
+        wanted: &[super::wit::GeneratedSecret],
+    ) -> Result<WriteReport, ReconcileError> {
         let Some(owner) = parent.controller_owner_ref(&()) else {
-            return Ok(());
+            return Ok(WriteReport::default());
         };
         let api = Api::namespaced(
             self.shared.client.clone(),
             &parent.namespace().unwrap_or_default(),
         );
-        let created = self.secrets.ensure(&api, uid, &owner, &wanted).await?;
-        self.shared.count_writes(created);
-        Ok(())
+        let created = self.secrets.ensure(&api, uid, &owner, wanted).await?;
+        Ok(WriteReport {
+            writes: created,
+            ..WriteReport::default()
+        })
     }
 
     /// Forgets everything about a deleted parent.
@@ -794,22 +749,110 @@ impl<P: ParentKind> Scope<P> {
         self.expectations.forget(uid);
         self.secrets.forget(uid);
         self.clear_failures(uid);
-        self.pod_write_failures
+        self.failed_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
         self.ray.forget(uid);
     }
+
+    fn deletion_manager(&self) -> String {
+        format!("{}-deletion", self.shared.config.field_manager)
+    }
 }
 
-fn merge(report: &mut WriteReport, other: WriteReport) {
-    report.expectations.extend(other.expectations);
-    report.events.extend(other.events);
-    if other.pod_write_failure.is_some() {
-        report.pod_write_failure = other.pod_write_failure;
+/// The parent's cached children, for the plan.
+struct ScopeChildren<'a, P> {
+    scope: &'a Scope<P>,
+    uid: &'a str,
+}
+
+impl<P: ParentKind> ChildIndex for ScopeChildren<'_, P> {
+    fn owned(&self, api_version: &str, kind: &str) -> Option<Vec<OwnedChild>> {
+        let (uid, scope) = (self.uid, self.scope);
+        let labels_of = |pairs: &[(String, String)]| pairs.iter().cloned().collect();
+        match (api_version, kind) {
+            ("v1", "Pod") => None,
+            ("v1", "Service") => {
+                let mut owned: Vec<OwnedChild> = Vec::new();
+                for index in &scope.services {
+                    for entry in index.children_of(uid) {
+                        if !entry.terminating && !owned.iter().any(|known| known.uid == entry.uid) {
+                            owned.push(OwnedChild {
+                                name: entry.name.clone(),
+                                uid: entry.uid.clone(),
+                                labels: labels_of(&entry.value.labels),
+                            });
+                        }
+                    }
+                }
+                Some(owned)
+            }
+            _ => {
+                let (_, index) = scope
+                    .others
+                    .iter()
+                    .find(|(other, _)| other.api_version == api_version && other.kind == kind)?;
+                Some(
+                    index
+                        .children_of(uid)
+                        .iter()
+                        .filter(|entry| !entry.terminating)
+                        .map(|entry| OwnedChild {
+                            name: entry.name.clone(),
+                            uid: entry.uid.clone(),
+                            labels: object_labels(&entry.value.object),
+                        })
+                        .collect(),
+                )
+            }
+        }
     }
-    report.errors.extend(other.errors);
-    report.writes += other.writes;
+
+    fn labels(
+        &self,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Option<BTreeMap<String, String>> {
+        match (api_version, kind) {
+            ("v1", "Pod") => self
+                .scope
+                .pods
+                .child(self.uid, name)
+                .map(|entry| first_pod_labels(&entry.value)),
+            _ => self
+                .owned(api_version, kind)?
+                .into_iter()
+                .find(|child| child.name == name)
+                .map(|child| child.labels),
+        }
+    }
+}
+
+/// `metadata.labels` of an object passed whole.
+fn object_labels(object: &str) -> BTreeMap<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default)]
+        metadata: Meta,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Meta {
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    }
+    serde_json::from_str::<Head>(object)
+        .map(|head| head.metadata.labels)
+        .unwrap_or_default()
+}
+
+/// Now as Kubernetes writes condition times (RFC 3339, whole seconds).
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+        .to_string()
 }
 
 async fn reconcile<P: ParentKind>(
@@ -824,9 +867,21 @@ async fn reconcile<P: ParentKind>(
     let Some(uid) = parent.uid() else {
         return Ok(Action::await_change());
     };
-    if parent.meta().deletion_timestamp.is_some() && parent.finalizers().is_empty() {
+    let deleting = parent.meta().deletion_timestamp.is_some();
+    if deleting && parent.finalizers().is_empty() {
         // Being deleted with nothing to finalise: the garbage collector removes the
         // children.
+        return Ok(Action::await_change());
+    }
+    // Serialised once: the gate, the input and the status comparison all read it.
+    let parent_json = serde_json::to_value(&*parent).unwrap_or(Value::Null);
+    let managed_by = parent_json
+        .pointer("/spec/managedBy")
+        .and_then(Value::as_str);
+    if let Some(manager) = managed_by
+        && !MANAGED_BY_THIS_OPERATOR.contains(&manager)
+    {
+        // Another controller (e.g. MultiKueue) owns this object: not a single call or write.
         return Ok(Action::await_change());
     }
     if let Readiness::Waiting(remaining) = scope.readiness(&parent, &uid) {
@@ -838,23 +893,8 @@ async fn reconcile<P: ParentKind>(
     let Ok(_permit) = scope.shared.permits.acquire().await else {
         return Ok(Action::await_change());
     };
-    let finalizer = parent.finalizer(&scope.shared.config);
-    let deleting = parent.meta().deletion_timestamp.is_some();
-    if let Some(finalizer) = finalizer
-        && !deleting
-        && !parent.finalizers().iter().any(|held| held == finalizer)
-    {
-        // As KubeRay: add the finalizer and do nothing else in this pass.
-        let mut finalizers = parent.finalizers().to_vec();
-        finalizers.push(finalizer.to_owned());
-        scope.set_finalizers(&parent, &uid, finalizers).await?;
-        return Ok(Action::requeue(Duration::from_secs(2)));
-    }
-    if !deleting {
-        scope.ensure_secrets(&parent, &uid).await?;
-    }
     let plugin = scope.plugin_for(&parent);
-    let mut input = scope.gather(&parent, &uid);
+    let mut input = scope.gather(&parent, &parent_json, &uid);
     scope.observe_outside(&parent, &mut input).await?;
     let known: Vec<ObservedObject> = input
         .children
@@ -884,46 +924,62 @@ async fn reconcile<P: ParentKind>(
         called.elapsed(),
         answer.as_ref().err().map(|failure| failure.reason.as_str()),
     );
+    let current_status = parent_json.get("status");
     let output = match answer {
         Ok(output) => output,
         Err(failure) => {
-            scope.record_plugin_failure(&parent, &uid, &failure).await;
+            scope
+                .record_plugin_failure(&parent, &uid, current_status, &failure)
+                .await;
             return Err(ReconcileError::Plugin(failure));
         }
     };
     scope.ray.delivered(&uid, results_passed);
-    let nothing_more = asks_nothing_more(&output);
-    match scope
-        .carry_out(&parent, &uid, &plugin, output, &known)
-        .await
-    {
-        Ok(action) => {
-            scope.clear_failures(&uid);
-            if deleting
-                && let Some(finalizer) = finalizer
-                && parent.finalizers().iter().any(|held| held == finalizer)
-                && P::cleanup_done(&known, nothing_more)
-            {
-                let finalizers = parent
-                    .finalizers()
-                    .iter()
-                    .filter(|held| *held != finalizer)
-                    .cloned()
-                    .collect();
-                scope.set_finalizers(&parent, &uid, finalizers).await?;
-            }
-            Ok(action)
-        }
-        Err(ReconcileError::Plugin(failure)) => {
+    let Some(owner) = parent.controller_owner_ref(&()) else {
+        // Only objects without a uid lack an owner reference; the API server gives every
+        // stored object one.
+        return Ok(Action::await_change());
+    };
+    let name = parent.name_any();
+    let (api_version, kind) = (P::api_version(&()), P::kind(&()));
+    let view = ParentView {
+        api_version: &api_version,
+        kind: &kind,
+        name: &name,
+        uid: &uid,
+        namespace: &namespace,
+        owner: &owner,
+        finalizers: parent.finalizers(),
+        deleting,
+        status: current_status,
+    };
+    let children = ScopeChildren {
+        scope: &scope,
+        uid: &uid,
+    };
+    let plan = match plan::plan(output, &view, &children) {
+        Ok(plan) => plan,
+        Err(malformed) => {
+            let failure = CallFailure::malformed_output(
+                &scope.shared.plugins,
+                &plugin,
+                malformed.to_string(),
+            );
             scope
                 .shared
                 .metrics
                 .plugin_failure(&plugin, &failure.reason);
-            scope.record_plugin_failure(&parent, &uid, &failure).await;
-            Err(ReconcileError::Plugin(failure))
+            scope
+                .record_plugin_failure(&parent, &uid, current_status, &failure)
+                .await;
+            return Err(ReconcileError::Plugin(failure));
         }
-        Err(error) => Err(error),
-    }
+    };
+    let action = scope
+        .carry_out(&parent, &uid, current_status, &plugin, plan, &known)
+        .await?;
+    scope.clear_failures(&uid);
+    Ok(action)
 }
 
 /// [`reconcile`], timed and counted per kind.

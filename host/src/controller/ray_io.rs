@@ -7,7 +7,6 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Secret;
@@ -30,9 +29,6 @@ use crate::ray::{
 
 /// Key of `ray.extensions` under which a failed `serve-status` query's reason is passed.
 pub const SERVE_STATUS_ERROR_EXTENSION: &str = "serve-status-unavailable";
-/// How soon the host calls again after carrying out an action or taking a new query, so
-/// the plugin sees the outcome promptly.
-pub const FOLLOW_UP: Duration = Duration::from_millis(500);
 
 /// What the host remembers for one parent between calls.
 #[derive(Default)]
@@ -393,16 +389,6 @@ fn submission(job: SubmitJob) -> Result<JobSubmission, String> {
         entrypoint: job.entrypoint,
         submission_id: job.submission_id,
     })
-}
-
-/// A deleting parent may go once its plugin asks for nothing more: no writes, no Ray
-/// actions and no queries.
-pub fn asks_nothing_more(output: &super::wit::ReconcileOutput) -> bool {
-    output.create_pods.is_empty()
-        && output.apply.is_empty()
-        && output.delete.is_empty()
-        && output.ray_actions.is_empty()
-        && output.ray_queries.is_empty()
 }
 
 #[cfg(test)]

@@ -1,14 +1,12 @@
 //! What the host needs to know about RayJob: its children (the RayCluster it creates, the
-//! submitter Job, the head Service), the cluster it selects, the head pod SidecarMode
-//! watches, and the finalizer that stops the Ray job when the RayJob is deleted.
+//! submitter Job, the head Service), the cluster it selects and the head pod SidecarMode
+//! watches. Everything it decides (the finalizer that stops the Ray job first) is the
+//! plugin's.
 
-use wasmray_crds::constants::{
-    HEAD_NODE_TYPE, RAY_CLUSTER_LABEL_KEY, RAY_JOB_STOP_JOB_FINALIZER, RAY_NODE_TYPE_LABEL_KEY,
-};
+use wasmray_crds::RayJob;
+use wasmray_crds::constants::{HEAD_NODE_TYPE, RAY_CLUSTER_LABEL_KEY, RAY_NODE_TYPE_LABEL_KEY};
 use wasmray_crds::rayjob::JobSubmissionMode;
-use wasmray_crds::{RayJob, validate_ray_job};
 
-use super::ControllerConfig;
 use super::parent::{ChildWatches, OtherChildWatch, ParentKind, RelatedObject};
 
 /// Name of the built-in RayJob reconciler plugin in the registry.
@@ -48,14 +46,6 @@ impl ParentKind for RayJob {
                 },
             ],
         }
-    }
-
-    /// As KubeRay: valid RayJobs carry the finalizer, so deleting one stops its Ray job
-    /// first. An invalid one is never reconciled, so nothing would release it.
-    fn finalizer(&self, config: &ControllerConfig) -> Option<&'static str> {
-        validate_ray_job(self, &config.crd_feature_gates())
-            .is_ok()
-            .then_some(RAY_JOB_STOP_JOB_FINALIZER)
     }
 
     /// The cluster `clusterSelector` names (only the `ray.io/cluster` key counts).
@@ -150,25 +140,5 @@ mod tests {
             serde_json::json!({}),
         );
         assert_eq!(unnamed.unowned_pods_selector(), None);
-    }
-
-    #[test]
-    fn only_valid_rayjobs_carry_the_finalizer() {
-        let config = ControllerConfig::default();
-        let valid = job(
-            serde_json::json!({"entrypoint": "python x.py", "submissionMode": "HTTPMode",
-                "rayClusterSpec": {"headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [
-                    {"name": "ray-head", "image": "rayproject/ray:2.46.0"}]}}}}}),
-            serde_json::json!({}),
-        );
-        assert_eq!(valid.finalizer(&config), Some(RAY_JOB_STOP_JOB_FINALIZER));
-        // KubeRay: a TTL needs shutdownAfterJobFinishes.
-        let invalid = job(
-            serde_json::json!({"entrypoint": "python x.py", "ttlSecondsAfterFinished": 10,
-                "rayClusterSpec": {"headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [
-                    {"name": "ray-head", "image": "rayproject/ray:2.46.0"}]}}}}}),
-            serde_json::json!({}),
-        );
-        assert_eq!(invalid.finalizer(&config), None);
     }
 }

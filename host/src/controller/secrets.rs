@@ -1,6 +1,7 @@
 //! Secrets whose content must be random, which a plugin cannot make (it has no randomness,
-//! so that its decisions replay). The host creates each once, owned by its parent, and
-//! never changes it afterwards; a plugin refers to it by name (e.g. a token-auth RayCluster's
+//! so that its decisions replay): a plugin asks for them in its answer
+//! (`generated-secrets`), and the host creates each once, owned by its parent, and never
+//! changes it afterwards. The plugin refers to it by name (e.g. a token-auth RayCluster's
 //! pods read `auth_token` from Secret `<cluster>`).
 
 use std::collections::{BTreeMap, HashSet};
@@ -11,17 +12,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, PostParams};
 
-/// A Secret with one random value, as a parent kind asks for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GeneratedSecret {
-    pub name: String,
-    /// The key whose value is random.
-    pub key: &'static str,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// Bytes of randomness per value: KubeRay's token is base64 of 32 random bytes.
-const RANDOM_BYTES: usize = 32;
+use super::wit::GeneratedSecret;
 
 /// Remembers which Secrets are known to exist, so that each costs one read per parent and
 /// process, not one per reconcile.
@@ -101,7 +92,8 @@ impl SecretsEnsured {
 }
 
 fn random_secret(secret: &GeneratedSecret, owner: &OwnerReference) -> Result<Secret, SecretError> {
-    let mut bytes = [0u8; RANDOM_BYTES];
+    // The plan bounds the size (1 to 1024 bytes).
+    let mut bytes = vec![0u8; usize::try_from(secret.random_bytes).unwrap_or(0)];
     getrandom::fill(&mut bytes).map_err(|source| SecretError::Random {
         name: secret.name.clone(),
         source,
@@ -110,11 +102,11 @@ fn random_secret(secret: &GeneratedSecret, owner: &OwnerReference) -> Result<Sec
     Ok(Secret {
         metadata: ObjectMeta {
             name: Some(secret.name.clone()),
-            labels: Some(secret.labels.clone()),
+            labels: Some(secret.labels.iter().cloned().collect()),
             owner_references: Some(vec![owner.clone()]),
             ..ObjectMeta::default()
         },
-        string_data: Some(BTreeMap::from([(secret.key.to_owned(), value)])),
+        string_data: Some(BTreeMap::from([(secret.key.clone(), value)])),
         ..Secret::default()
     })
 }
@@ -127,8 +119,9 @@ mod tests {
     fn each_secret_gets_fresh_randomness() {
         let wanted = GeneratedSecret {
             name: "c".into(),
-            key: "auth_token",
-            labels: BTreeMap::new(),
+            key: "auth_token".into(),
+            random_bytes: 32,
+            labels: vec![("ray.io/cluster".into(), "c".into())],
         };
         let owner = OwnerReference::default();
         let first = random_secret(&wanted, &owner).unwrap();
@@ -138,6 +131,7 @@ mod tests {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(token(&first))
             .unwrap();
-        assert_eq!(decoded.len(), RANDOM_BYTES);
+        assert_eq!(decoded.len(), 32);
+        assert_eq!(first.metadata.labels.unwrap()["ray.io/cluster"], "c");
     }
 }

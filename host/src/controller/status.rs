@@ -2,21 +2,35 @@
 //! host's own condition for failed plugin calls.
 //!
 //! Status is written with server-side apply on the status subresource. The plugin's status
-//! goes in under the host's field manager; the `PluginFailure` condition under a second
-//! manager, so each can be set and removed without touching the other (conditions are a
-//! list-map keyed by `type`).
+//! goes in under the host's field manager; each host condition (`PluginFailure`,
+//! `DeletionBlocked`) under a manager of its own, so each can be set and removed without
+//! touching the others (conditions are a list-map keyed by `type`).
 
 use serde_json::{Map, Value, json};
 
 /// Condition type the host sets when the plugin call for an object fails.
 pub const PLUGIN_FAILURE_CONDITION: &str = "PluginFailure";
+/// Condition type the host sets when a plugin keeps a finalizer on an object being deleted.
+pub const DELETION_BLOCKED_CONDITION: &str = "DeletionBlocked";
+const HOST_CONDITIONS: [&str; 2] = [PLUGIN_FAILURE_CONDITION, DELETION_BLOCKED_CONDITION];
 
 fn conditions_mut(status: &mut Value) -> Option<&mut Vec<Value>> {
     status.get_mut("conditions").and_then(Value::as_array_mut)
 }
 
 fn is_host_condition(condition: &Value) -> bool {
-    condition.get("type").and_then(Value::as_str) == Some(PLUGIN_FAILURE_CONDITION)
+    condition
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|type_| HOST_CONDITIONS.contains(&type_))
+}
+
+fn condition_of<'a>(status: Option<&'a Value>, type_: &str) -> Option<&'a Value> {
+    status?
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|condition| condition.get("type").and_then(Value::as_str) == Some(type_))
 }
 
 /// Removes the host-owned conditions from a status (in place); drops an emptied list.
@@ -34,11 +48,7 @@ pub fn strip_host_conditions(status: &mut Value) {
 
 /// The host's `PluginFailure` condition in a status, if set.
 pub fn plugin_failure(status: Option<&Value>) -> Option<&Value> {
-    status?
-        .get("conditions")?
-        .as_array()?
-        .iter()
-        .find(|condition| is_host_condition(condition))
+    condition_of(status, PLUGIN_FAILURE_CONDITION)
 }
 
 /// Whether the plugin's new status differs from the current one (host conditions aside).
@@ -62,7 +72,27 @@ pub fn plugin_failure_condition(
     now_rfc3339: &str,
     generation: Option<i64>,
 ) -> Option<Value> {
-    let existing = plugin_failure(current);
+    host_condition(
+        current,
+        PLUGIN_FAILURE_CONDITION,
+        reason,
+        message,
+        now_rfc3339,
+        generation,
+    )
+}
+
+/// A True host condition of `type_` to apply, or None when the current one already says
+/// this.
+pub fn host_condition(
+    current: Option<&Value>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    now_rfc3339: &str,
+    generation: Option<i64>,
+) -> Option<Value> {
+    let existing = condition_of(current, type_);
     let same = |field: &str, value: &str| {
         existing.and_then(|c| c.get(field)).and_then(Value::as_str) == Some(value)
     };
@@ -76,7 +106,7 @@ pub fn plugin_failure_condition(
         .and_then(Value::as_str)
         .unwrap_or(now_rfc3339);
     let mut condition = json!({
-        "type": PLUGIN_FAILURE_CONDITION,
+        "type": type_,
         "status": "True",
         "reason": reason,
         "message": message,

@@ -37,12 +37,20 @@ pub enum LoadError {
     NotAPlugin { plugin: PluginId, message: String },
     /// The component was built against another version of the contract.
     #[error(
-        "{plugin}: built against wasmray:plugin@{found}, but this host serves @{served}; rebuild it with the plugin SDK of that version"
+        "{plugin}: built against wasmray:plugin@{found} as a {role}, but this host serves a {role} of {served}; rebuild it with the plugin SDK of a served version"
     )]
     ContractVersion {
         plugin: PluginId,
+        role: &'static str,
         found: String,
-        served: &'static str,
+        served: String,
+    },
+    /// The plugin refused its configuration (`validate-config`).
+    #[error("{plugin}: refuses its configuration: {reason}: {message}")]
+    Config {
+        plugin: PluginId,
+        reason: String,
+        message: String,
     },
     /// The component imports something the sandbox does not provide (e.g. a socket
     /// interface it cannot have, or an incompatible contract version).

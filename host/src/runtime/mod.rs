@@ -13,6 +13,7 @@
 
 pub mod bindings;
 mod cache;
+pub mod contract_0_2;
 mod engine;
 mod error;
 pub mod observe;
@@ -112,6 +113,13 @@ impl Runtime {
             CallState,
             wasmtime::component::HasSelf<CallState>,
         >(&mut linker, |state| state)?;
+        // Contract 0.2.0 imports the same interfaces under its own version: `logging` has
+        // its own binding, `types` (only types, no functions) an empty instance.
+        bindings::v0_2::wasmray::plugin::logging::add_to_linker::<
+            CallState,
+            wasmtime::component::HasSelf<CallState>,
+        >(&mut linker, |state| state)?;
+        linker.instance("wasmray:plugin/types@0.2.0")?;
         let cache = cache::CodeCache::new(&engine, config.cache_dir.as_deref());
         let permits = config.max_concurrent_calls.clamp(
             1,
@@ -166,7 +174,7 @@ impl Runtime {
             digest: digest_of(bytes),
         };
         let (component, code_source) = self.cache.component(&self.engine, &id, bytes)?;
-        let role = plugin::Role::of(&self.engine, &component, &id)?;
+        let (role, contract) = plugin::Role::of(&self.engine, &component, &id)?;
         let link_error = |err: wasmtime::Error| LoadError::Link {
             plugin: id.clone(),
             message: format!("{err:#}"),
@@ -175,18 +183,19 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(link_error)?;
-        let pre = RolePre::new(role, pre).map_err(link_error)?;
+        let pre = RolePre::new(role, contract, pre).map_err(link_error)?;
         let mut plugin = Plugin {
             id: id.clone(),
             role,
+            contract,
             pre,
             kinds: Vec::new(),
             limits,
             code_source,
         };
-        if let RolePre::Reconciler(pre) = &plugin.pre {
-            let kinds = self
-                .run(&plugin, async |store| {
+        let described = match &plugin.pre {
+            RolePre::Reconciler(pre) => Some(
+                self.run(&plugin, async |store| {
                     let instance = pre
                         .instantiate_async(&mut *store)
                         .await
@@ -197,15 +206,72 @@ impl Runtime {
                         .await
                         .map_err(Failure::Call)
                 })
-                .await
-                .map_err(|source| LoadError::Describe {
-                    plugin: id.clone(),
-                    source: Box::new(source),
-                })?;
-            plugin.kinds = kinds;
+                .await,
+            ),
+            RolePre::Reconciler0_2(pre) => Some(
+                self.run(&plugin, async |store| {
+                    let instance = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    instance
+                        .wasmray_plugin_reconcile()
+                        .call_kinds(&mut *store)
+                        .await
+                        .map_err(Failure::Call)
+                })
+                .await,
+            ),
+            RolePre::Scheduler(_) | RolePre::Autoscaler(_) => None,
+        };
+        if let Some(kinds) = described {
+            plugin.kinds = kinds.map_err(|source| LoadError::Describe {
+                plugin: id.clone(),
+                source: Box::new(source),
+            })?;
         }
-        tracing::info!(plugin = %id.name, digest = %id.digest, %role, kinds = ?plugin.kinds, ?code_source, "plugin loaded");
+        tracing::info!(plugin = %id.name, digest = %id.digest, %role, contract, kinds = ?plugin.kinds, ?code_source, "plugin loaded");
         Ok(Arc::new(plugin))
+    }
+
+    /// Asks `plugin` whether it accepts `config` (its `validate-config` export). Contract
+    /// 0.2.0 had no such export: those plugins accept every configuration here and check
+    /// it on each call, as they always did.
+    pub async fn validate_config(&self, plugin: &Plugin, config: &str) -> Result<(), LoadError> {
+        macro_rules! ask {
+            ($pre:expr, $interface:ident) => {
+                self.run(plugin, async |store| {
+                    let instance = $pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    instance
+                        .$interface()
+                        .call_validate_config(&mut *store, config)
+                        .await
+                        .map_err(Failure::Call)
+                })
+                .await
+            };
+        }
+        let answer = match &plugin.pre {
+            RolePre::Reconciler(pre) => ask!(pre, wasmray_plugin_reconcile),
+            RolePre::Scheduler(pre) => ask!(pre, wasmray_plugin_schedule),
+            RolePre::Autoscaler(pre) => ask!(pre, wasmray_plugin_autoscale),
+            RolePre::Reconciler0_2(_) => return Ok(()),
+        };
+        match answer {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(refusal)) => Err(LoadError::Config {
+                plugin: plugin.id.clone(),
+                reason: refusal.reason,
+                message: refusal.message,
+            }),
+            Err(source) => Err(LoadError::Describe {
+                plugin: plugin.id.clone(),
+                source: Box::new(source),
+            }),
+        }
     }
 
     /// Loads a plugin from a component file.
@@ -286,31 +352,49 @@ impl Runtime {
         self.reconcile_with(&plugin, input).await
     }
 
-    /// Calls a reconciler plugin.
+    /// Calls a reconciler plugin. The answer is the plugin's as it gave it: what it asks
+    /// for is checked where it is turned into writes (`controller::plan`).
     pub async fn reconcile_with(
         &self,
         plugin: &Plugin,
         input: &ReconcileInput,
     ) -> Result<ReconcileOutput, CallError> {
-        let RolePre::Reconciler(pre) = &plugin.pre else {
-            return Err(Self::wrong_role(plugin, Role::Reconciler));
+        let answer = match &plugin.pre {
+            RolePre::Reconciler(pre) => {
+                self.run(plugin, async |store| {
+                    let instance = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    instance
+                        .wasmray_plugin_reconcile()
+                        .call_reconcile(&mut *store, input)
+                        .await
+                        .map_err(Failure::Call)
+                })
+                .await?
+            }
+            RolePre::Reconciler0_2(pre) => {
+                let input = contract_0_2::input(input);
+                self.run(plugin, async |store| {
+                    let instance = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    instance
+                        .wasmray_plugin_reconcile()
+                        .call_reconcile(&mut *store, &input)
+                        .await
+                        .map_err(Failure::Call)
+                })
+                .await?
+                .map(contract_0_2::output)
+            }
+            RolePre::Scheduler(_) | RolePre::Autoscaler(_) => {
+                return Err(Self::wrong_role(plugin, Role::Reconciler));
+            }
         };
-        let answer = self
-            .run(plugin, async |store| {
-                let instance = pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(Failure::Instantiate)?;
-                instance
-                    .wasmray_plugin_reconcile()
-                    .call_reconcile(&mut *store, input)
-                    .await
-                    .map_err(Failure::Call)
-            })
-            .await?;
-        let output = answer.map_err(|refusal| refused(plugin, refusal))?;
-        validate::reconcile_output(&output).map_err(|what| malformed(plugin, what))?;
-        Ok(output)
+        answer.map_err(|refusal| refused(plugin, refusal))
     }
 
     /// Calls the scheduler installed under `name`.

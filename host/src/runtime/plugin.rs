@@ -9,12 +9,16 @@ use wasmtime::component::{Component, InstancePre};
 use super::bindings::autoscaler::AutoscalerPre;
 use super::bindings::reconciler::ReconcilerPre;
 use super::bindings::scheduler::SchedulerPre;
+use super::bindings::v0_2::ReconcilerPre as ReconcilerPre0_2;
 use super::cache::CodeSource;
 use super::error::{LoadError, PluginId};
 use super::sandbox::CallState;
 
-/// The version of the `wasmray:plugin` package this host serves (see `wit/`).
-pub const CONTRACT_VERSION: &str = "0.2.0";
+/// The newest version of the `wasmray:plugin` package, the one the SDK builds against
+/// (see `wit/`).
+pub const CONTRACT_VERSION: &str = "0.3.0";
+/// Older versions still served, and for which roles.
+const OLDER_CONTRACTS: &[(&str, Role)] = &[("0.2.0", Role::Reconciler)];
 
 /// The role a plugin plays: which world of the contract it exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,12 +52,13 @@ impl Role {
         }
     }
 
-    /// The role of a component, from its exports.
+    /// The role of a component and the contract version it was built against, from its
+    /// exports.
     pub(super) fn of(
         engine: &Engine,
         component: &Component,
         plugin: &PluginId,
-    ) -> Result<Role, LoadError> {
+    ) -> Result<(Role, &'static str), LoadError> {
         let exports: Vec<String> = component
             .component_type()
             .exports(engine)
@@ -73,15 +78,14 @@ impl Role {
                     .iter()
                     .find_map(|name| name.strip_prefix(role.interface()))
                     .unwrap_or_default();
-                if version == CONTRACT_VERSION {
-                    Ok(*role)
-                } else {
-                    Err(LoadError::ContractVersion {
+                role.served(version)
+                    .map(|served| (*role, served))
+                    .ok_or_else(|| LoadError::ContractVersion {
                         plugin: plugin.clone(),
+                        role: role.as_str(),
                         found: version.to_owned(),
-                        served: CONTRACT_VERSION,
+                        served: role.served_versions().join(" or "),
                     })
-                }
             }
             [] => Err(LoadError::NotAPlugin {
                 plugin: plugin.clone(),
@@ -95,6 +99,25 @@ impl Role {
             }),
         }
     }
+
+    /// The served contract version equal to `version`, for this role.
+    fn served(self, version: &str) -> Option<&'static str> {
+        self.served_versions()
+            .into_iter()
+            .find(|served| *served == version)
+    }
+
+    /// Every contract version served for this role, newest first.
+    fn served_versions(self) -> Vec<&'static str> {
+        std::iter::once(CONTRACT_VERSION)
+            .chain(
+                OLDER_CONTRACTS
+                    .iter()
+                    .filter(|(_, role)| *role == self)
+                    .map(|(version, _)| *version),
+            )
+            .collect()
+    }
 }
 
 impl fmt::Display for Role {
@@ -103,16 +126,25 @@ impl fmt::Display for Role {
     }
 }
 
-/// The pre-linked instance, typed by role.
+/// The pre-linked instance, typed by role and contract version.
 pub(super) enum RolePre {
     Reconciler(ReconcilerPre<CallState>),
+    /// A reconciler built against contract 0.2.0 (`runtime/contract_0_2.rs`).
+    Reconciler0_2(ReconcilerPre0_2<CallState>),
     Scheduler(SchedulerPre<CallState>),
     Autoscaler(AutoscalerPre<CallState>),
 }
 
 impl RolePre {
-    pub(super) fn new(role: Role, pre: InstancePre<CallState>) -> wasmtime::Result<RolePre> {
+    pub(super) fn new(
+        role: Role,
+        contract: &str,
+        pre: InstancePre<CallState>,
+    ) -> wasmtime::Result<RolePre> {
         Ok(match role {
+            Role::Reconciler if contract != CONTRACT_VERSION => {
+                RolePre::Reconciler0_2(ReconcilerPre0_2::new(pre)?)
+            }
             Role::Reconciler => RolePre::Reconciler(ReconcilerPre::new(pre)?),
             Role::Scheduler => RolePre::Scheduler(SchedulerPre::new(pre)?),
             Role::Autoscaler => RolePre::Autoscaler(AutoscalerPre::new(pre)?),
@@ -123,6 +155,7 @@ impl RolePre {
     pub(super) fn instance_pre(&self) -> &InstancePre<CallState> {
         match self {
             RolePre::Reconciler(pre) => pre.instance_pre(),
+            RolePre::Reconciler0_2(pre) => pre.instance_pre(),
             RolePre::Scheduler(pre) => pre.instance_pre(),
             RolePre::Autoscaler(pre) => pre.instance_pre(),
         }
@@ -143,6 +176,8 @@ pub struct CallLimits {
 pub struct Plugin {
     pub(super) id: PluginId,
     pub(super) role: Role,
+    /// The `wasmray:plugin` version it was built against.
+    pub(super) contract: &'static str,
     pub(super) pre: RolePre,
     pub(super) kinds: Vec<String>,
     pub(super) limits: CallLimits,
@@ -158,6 +193,11 @@ impl Plugin {
     /// The role it plays.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// The `wasmray:plugin` version it was built against, e.g. "0.3.0".
+    pub fn contract(&self) -> &'static str {
+        self.contract
     }
 
     /// For a reconciler, the kinds it serves (e.g. `["RayCluster"]`); empty otherwise.
@@ -181,6 +221,7 @@ impl fmt::Debug for Plugin {
         f.debug_struct("Plugin")
             .field("id", &self.id)
             .field("role", &self.role)
+            .field("contract", &self.contract)
             .field("kinds", &self.kinds)
             .field("limits", &self.limits)
             .finish_non_exhaustive()

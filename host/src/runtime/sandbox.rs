@@ -139,6 +139,25 @@ impl logging::Host for CallState {
 
 impl super::bindings::types::Host for CallState {}
 
+/// Contract 0.2.0's logging is the same function under the older package version.
+impl super::bindings::v0_2::wasmray::plugin::logging::Host for CallState {
+    fn log(
+        &mut self,
+        level: super::bindings::v0_2::wasmray::plugin::logging::Level,
+        message: String,
+    ) {
+        use super::bindings::v0_2::wasmray::plugin::logging::Level as Old;
+        let level = match level {
+            Old::Trace => Level::Trace,
+            Old::Debug => Level::Debug,
+            Old::Info => Level::Info,
+            Old::Warn => Level::Warn,
+            Old::Error => Level::Error,
+        };
+        logging::Host::log(self, level, message);
+    }
+}
+
 /// `StoreLimits` that remembers whether the memory cap was hit, so a trap can be told
 /// apart as a memory-limit error.
 pub struct CallLimiter {

@@ -1,15 +1,20 @@
-//! The reconcile entry point: validation first, `managedBy`, deletion with GCS FT cleanup,
-//! Services, suspension, pods, then status, in KubeRay's order.
+//! The reconcile entry point: validation first, deletion with GCS FT cleanup, the GCS FT
+//! finalizer and the token Secret, Services, suspension, pods, then status, in KubeRay's
+//! order. (`spec.managedBy` is the host's gate: an object another controller manages is
+//! never passed here.)
 
-use serde::Deserialize;
 use wasmray_crds::constants::{
     FAILED_CREATE_HEAD_POD, FAILED_CREATE_WORKER_POD, FAILED_DELETE_ALL_PODS,
-    FAILED_DELETE_HEAD_POD, FAILED_DELETE_WORKER_POD, FeatureGates, MANAGED_BY_KUBERAY,
-    RAY_CLUSTER_PROVISIONED,
+    FAILED_DELETE_HEAD_POD, FAILED_DELETE_WORKER_POD, FeatureGates, GCS_FT_REDIS_CLEANUP_FINALIZER,
+    HEAD_NODE_TYPE, RAY_AUTH_TOKEN_SECRET_KEY, RAY_CLUSTER_LABEL_KEY, RAY_CLUSTER_PROVISIONED,
+    RAY_NODE_TYPE_LABEL_KEY,
 };
+use wasmray_crds::names::check_label;
 use wasmray_crds::raycluster::RayCluster;
 use wasmray_crds::validate_ray_cluster;
-use wasmray_plugin_sdk::reconciler::{Decision, Reconciler, Request};
+use wasmray_plugin_sdk::reconciler::{
+    Decision, FinalizerIntent, Reconciler, Request, WriteOperation,
+};
 use wasmray_plugin_sdk::{Duration, Event, PluginError, PodReplica, WriteMode};
 
 use crate::cluster::{ClusterContext, GroupView};
@@ -29,11 +34,8 @@ const SHORT_REQUEUE: Duration = Duration::from_secs(2);
 /// While the head pod of a deleted GCS FT cluster terminates.
 const HEAD_GONE_REQUEUE: Duration = Duration::from_secs(10);
 
-/// Key of `ray.extensions` under which the host reports the pod writes of the previous
-/// call that failed: JSON `{"operation": "create"|"delete"|"delete-all",
-/// "nodeType": "head"|"worker", "message": "..."}`. It becomes the `ReplicaFailure`
-/// condition, as KubeRay's failed creates and deletes do.
-pub const POD_WRITE_FAILURE_EXTENSION: &str = "pod-write-failure";
+/// Bytes of the Ray auth token: KubeRay's token is base64 of 32 random bytes.
+const AUTH_TOKEN_BYTES: u32 = 32;
 
 /// The built-in RayCluster reconciler.
 pub struct RayClusterReconciler;
@@ -51,15 +53,6 @@ impl Reconciler for RayClusterReconciler {
 pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
     let cluster = &request.parent;
     let mut decision = Decision::default();
-    if cluster
-        .spec
-        .managed_by
-        .as_deref()
-        .is_some_and(|manager| manager != MANAGED_BY_KUBERAY)
-    {
-        // Another controller (e.g. MultiKueue) owns this object: not a single write.
-        return Ok(decision);
-    }
     let settings = Settings::from_host(&request.host);
     let ctx = ClusterContext::new(cluster, &settings);
     let views = request.pods.views();
@@ -82,12 +75,31 @@ pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
             decision.set_status(&status)?;
             decision.event(Event::warning(reason, message));
         }
+        // As KubeRay, only valid clusters get the finalizer; one that became invalid
+        // cannot run its cleanup Job, and holding the finalizer would block its deletion.
+        if cluster.metadata.deletion_timestamp.is_some() && gcs_ft::has_finalizer(&ctx) {
+            decision.finalizer(GCS_FT_REDIS_CLEANUP_FINALIZER, FinalizerIntent::Release);
+        }
         return Ok(decision);
     }
 
     if cluster.metadata.deletion_timestamp.is_some() {
         decide_deletion(&ctx, request, &mut decision)?;
         return Ok(decision);
+    }
+    if gcs_ft::finalizer_required(&ctx) {
+        // GCS fault tolerance keeps state in Redis: the finalizer holds the cluster until
+        // the cleanup Job has run.
+        decision.finalizer(GCS_FT_REDIS_CLEANUP_FINALIZER, FinalizerIntent::Add);
+    }
+    if ctx.token_auth {
+        // The token the pods and the host's dashboard calls read; created once.
+        decision.generated_secret(
+            &ctx.auth_secret_name(),
+            RAY_AUTH_TOKEN_SECRET_KEY,
+            AUTH_TOKEN_BYTES,
+            vec![(RAY_CLUSTER_LABEL_KEY.to_owned(), check_label(ctx.name))],
+        );
     }
 
     let mut problems = Vec::new();
@@ -258,29 +270,26 @@ fn decide_deletion(
         decision.delete_pod(delete.pod, "the RayCluster is being deleted");
     }
     if pods.iter().any(is_head) {
+        decision.finalizer(GCS_FT_REDIS_CLEANUP_FINALIZER, FinalizerIntent::Keep);
         decision.requeue_after(HEAD_GONE_REQUEUE);
         return Ok(());
     }
     match gcs_ft::cleanup_job_state(ctx, &request.children) {
         CleanupJobState::Missing => {
+            decision.finalizer(GCS_FT_REDIS_CLEANUP_FINALIZER, FinalizerIntent::Keep);
             decision.apply(&gcs_ft::cleanup_job(ctx), WriteMode::CreateOnly)?;
             decision.requeue_after(SHORT_REQUEUE);
         }
-        CleanupJobState::Running => decision.requeue_after(SHORT_REQUEUE),
-        // The contract has no way yet to drop a finalizer of the parent (see
-        // docs/raycluster.md); the host removes it when the Job has finished.
-        CleanupJobState::Finished => {}
+        CleanupJobState::Running => {
+            decision.finalizer(GCS_FT_REDIS_CLEANUP_FINALIZER, FinalizerIntent::Keep);
+            decision.requeue_after(SHORT_REQUEUE);
+        }
+        // As KubeRay, a failed cleanup must not keep the cluster forever.
+        CleanupJobState::Finished => {
+            decision.finalizer(GCS_FT_REDIS_CLEANUP_FINALIZER, FinalizerIntent::Release);
+        }
     }
     Ok(())
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodWriteFailure {
-    operation: String,
-    #[serde(default)]
-    node_type: String,
-    message: String,
 }
 
 /// The `ReplicaFailure` reason and message from the host's report of failed pod writes.
@@ -288,24 +297,26 @@ fn replica_failure(
     request: &Request<RayCluster>,
     suspend: SuspendStep,
 ) -> Option<(String, String)> {
-    let (_, json) = request
-        .ray
-        .extensions
+    // The last failed pod write, as KubeRay reports its last failed create or delete.
+    let failure = request
+        .failed_writes
         .iter()
-        .find(|(key, _)| key == POD_WRITE_FAILURE_EXTENSION)?;
-    let failure: PodWriteFailure = serde_json::from_str(json).ok()?;
-    let head = failure.node_type == "head";
-    let reason = match failure.operation.as_str() {
+        .rev()
+        .find(|write| write.api_version == "v1" && write.kind == "Pod")?;
+    let head = failure
+        .labels
+        .iter()
+        .any(|(key, value)| key == RAY_NODE_TYPE_LABEL_KEY && value == HEAD_NODE_TYPE);
+    let reason = match failure.operation {
         _ if matches!(suspend, SuspendStep::Begin | SuspendStep::Continue) => {
             FAILED_DELETE_ALL_PODS
         }
-        "delete-all" => FAILED_DELETE_ALL_PODS,
-        "create" if head => FAILED_CREATE_HEAD_POD,
-        "create" => FAILED_CREATE_WORKER_POD,
-        _ if head => FAILED_DELETE_HEAD_POD,
-        _ => FAILED_DELETE_WORKER_POD,
+        WriteOperation::Create | WriteOperation::Apply if head => FAILED_CREATE_HEAD_POD,
+        WriteOperation::Create | WriteOperation::Apply => FAILED_CREATE_WORKER_POD,
+        WriteOperation::Delete if head => FAILED_DELETE_HEAD_POD,
+        WriteOperation::Delete => FAILED_DELETE_WORKER_POD,
     };
-    Some((reason.to_owned(), failure.message))
+    Some((reason.to_owned(), failure.message.clone()))
 }
 
 #[cfg(test)]
@@ -313,8 +324,11 @@ mod tests {
     use super::*;
     use crate::test_support::{cluster_from_yaml, head_service, pod, reconcile_input};
     use wasmray_crds::constants::*;
+    use wasmray_plugin_sdk::ObservedObject;
     use wasmray_plugin_sdk::ObservedService;
-    use wasmray_plugin_sdk::reconciler::{ReconcileInput, ReconcileOutput, run};
+    use wasmray_plugin_sdk::reconciler::{
+        FailedWrite, Finalizer, GeneratedSecret, ReconcileInput, ReconcileOutput, run,
+    };
     use wasmray_plugin_sdk::record::Pod as PodRecord;
 
     const SAMPLE: &str = r#"
@@ -484,14 +498,6 @@ spec:
     }
 
     #[test]
-    fn other_managers_are_left_alone() {
-        let mut cluster = cluster_from_yaml(SAMPLE);
-        cluster.spec.managed_by = Some(MANAGED_BY_MULTIKUEUE.into());
-        let output = reconcile(input(&cluster, vec![], vec![]));
-        assert_eq!(output, Decision::default().output);
-    }
-
-    #[test]
     fn suspend_and_resume_through_reconcile() {
         let mut cluster = cluster_from_yaml(SAMPLE);
         cluster.spec.suspend = Some(true);
@@ -535,20 +541,107 @@ spec:
         assert_eq!(output.delete.len(), 4);
         assert_eq!(output.requeue_after_ms, Some(10_000));
         assert!(output.apply.is_empty());
+        assert_eq!(output.finalizers, [keep()]);
         let output = reconcile(input(&cluster, vec![], vec![]));
         assert_eq!(output.apply.len(), 1);
         assert!(output.apply[0].object.contains("rc-redis-cleanup"));
         assert_eq!(output.apply[0].mode, WriteMode::CreateOnly);
+        assert_eq!(output.finalizers, [keep()]);
+        // The cleanup Job ended (failed, even): the finalizer goes.
+        let mut request = input(&cluster, vec![], vec![]);
+        request.children.push(ObservedObject {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name: "rc-redis-cleanup".into(),
+            uid: "j".into(),
+            object: serde_json::json!({"metadata": {"name": "rc-redis-cleanup"},
+                "status": {"conditions": [{"type": "Failed", "status": "True"}]}})
+            .to_string(),
+        });
+        let output = reconcile(request);
+        assert_eq!(
+            output.finalizers,
+            [Finalizer {
+                name: GCS_FT_REDIS_CLEANUP_FINALIZER.into(),
+                intent: FinalizerIntent::Release,
+            }]
+        );
+        assert!(output.apply.is_empty());
+        // A cluster that became invalid cannot run the Job: its deletion must not wait.
+        cluster
+            .spec
+            .head_group_spec
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers
+            .clear();
+        let output = reconcile(input(&cluster, vec![], vec![]));
+        assert_eq!(output.finalizers[0].intent, FinalizerIntent::Release);
+    }
+
+    fn keep() -> Finalizer {
+        Finalizer {
+            name: GCS_FT_REDIS_CLEANUP_FINALIZER.into(),
+            intent: FinalizerIntent::Keep,
+        }
+    }
+
+    #[test]
+    fn gcs_ft_clusters_ask_for_the_finalizer_and_token_clusters_for_their_secret() {
+        let mut cluster = cluster_from_yaml(SAMPLE);
+        let output = reconcile(input(&cluster, vec![], vec![head_service("rc")]));
+        assert!(output.finalizers.is_empty() && output.generated_secrets.is_empty());
+        cluster.spec.gcs_fault_tolerance_options =
+            Some(wasmray_crds::raycluster::GcsFaultToleranceOptions {
+                redis_address: "redis:6379".into(),
+                ..Default::default()
+            });
+        let output = reconcile(input(&cluster, vec![], vec![head_service("rc")]));
+        assert_eq!(
+            output.finalizers,
+            [Finalizer {
+                name: GCS_FT_REDIS_CLEANUP_FINALIZER.into(),
+                intent: FinalizerIntent::Add,
+            }]
+        );
+        // The operator switched the cleanup off: no finalizer.
+        let mut request = input(&cluster, vec![], vec![head_service("rc")]);
+        request
+            .host
+            .settings
+            .push(("gcs-ft-redis-cleanup".into(), "false".into()));
+        assert!(reconcile(request).finalizers.is_empty());
+
+        let mut cluster = cluster_from_yaml(SAMPLE);
+        cluster.spec.auth_options =
+            Some(serde_json::from_value(serde_json::json!({"mode": "token"})).unwrap());
+        cluster.spec.ray_version = Some("2.52.0".into());
+        let output = reconcile(input(&cluster, vec![], vec![head_service("rc")]));
+        assert_eq!(
+            output.generated_secrets,
+            [GeneratedSecret {
+                name: "rc".into(),
+                key: RAY_AUTH_TOKEN_SECRET_KEY.into(),
+                random_bytes: 32,
+                labels: vec![(RAY_CLUSTER_LABEL_KEY.into(), "rc".into())],
+            }]
+        );
     }
 
     #[test]
     fn host_reported_pod_write_failure_sets_replica_failure() {
         let cluster = cluster_from_yaml(SAMPLE);
         let mut request = input(&cluster, vec![], vec![]);
-        request.ray.extensions.push((
-            POD_WRITE_FAILURE_EXTENSION.into(),
-            r#"{"operation":"create","nodeType":"worker","message":"pods is forbidden: exceeded quota"}"#.into(),
-        ));
+        request.failed_writes.push(FailedWrite {
+            operation: WriteOperation::Create,
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: "rc-small-worker-".into(),
+            labels: vec![("ray.io/node-type".into(), "worker".into())],
+            message: "pods is forbidden: exceeded quota".into(),
+        });
         let status = status_of(&reconcile(request));
         let failure = status
             .conditions

@@ -62,6 +62,7 @@ fn input(
         children,
         related: vec![],
         ray,
+        failed_writes: Vec::new(),
         now: Timestamp {
             seconds: NOW,
             nanos: 0,

@@ -8,7 +8,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff;
 use wasmray_crds::constants::{
-    HEAD_NODE_TYPE, MANAGED_BY_KUBERAY, RAY_CLUSTER_LABEL_KEY, RAY_NODE_TYPE_LABEL_KEY,
+    HEAD_NODE_TYPE, RAY_CLUSTER_LABEL_KEY, RAY_JOB_STOP_JOB_FINALIZER, RAY_NODE_TYPE_LABEL_KEY,
 };
 use wasmray_crds::rayjob::{
     JobDeploymentStatus, JobFailedReason, JobStatus, JobSubmissionMode, RayJobStatusInfo,
@@ -16,8 +16,8 @@ use wasmray_crds::rayjob::{
 use wasmray_crds::{RayCluster, RayJob, RayJobStatus, ValidationErrors, validate_ray_job};
 use wasmray_plugin_sdk::k8s_openapi::api::batch::v1::Job;
 use wasmray_plugin_sdk::reconciler::{
-    DashboardReachability, Decision, JobObservation, RayActionKind, RayJobInfo, RayQuery,
-    Reconciler, Request,
+    DashboardReachability, Decision, FinalizerIntent, JobObservation, RayActionKind, RayJobInfo,
+    RayQuery, Reconciler, Request,
 };
 use wasmray_plugin_sdk::{Duration, Event, EventType, PluginError, Timestamp, WriteMode, log};
 
@@ -79,25 +79,29 @@ impl Reconciler for RayJobReconciler {
 
 /// Decides for one RayJob.
 pub fn decide(request: &Request<RayJob>) -> Result<Decision, PluginError> {
+    // `spec.managedBy` is the host's gate: an object another controller manages (e.g.
+    // MultiKueue) is never passed here.
     let job = &request.parent;
-    if job
-        .spec
-        .managed_by
-        .as_deref()
-        .is_some_and(|manager| manager != MANAGED_BY_KUBERAY)
-    {
-        // Another controller (MultiKueue) owns this object: not a single write.
-        return Ok(Decision::default());
-    }
+    let deleting = job.metadata.deletion_timestamp.is_some();
     let mut pass = Pass::new(request);
     if let Err(errors) = validate_ray_job(job, &pass.settings.feature_gates()) {
         pass.validation_failed(&errors);
+        if deleting {
+            // Only valid RayJobs get the finalizer (as KubeRay); one that became invalid
+            // has no Ray job this plugin would stop, so its deletion must not wait.
+            pass.decision
+                .finalizer(RAY_JOB_STOP_JOB_FINALIZER, FinalizerIntent::Release);
+        }
         return pass.finish();
     }
-    if job.metadata.deletion_timestamp.is_some() {
+    if deleting {
         pass.on_deletion();
         return Ok(pass.decision);
     }
+    // As KubeRay: a valid RayJob carries the finalizer, so deleting it stops its Ray job
+    // first.
+    pass.decision
+        .finalizer(RAY_JOB_STOP_JOB_FINALIZER, FinalizerIntent::Add);
     match pass.state() {
         JobDeploymentStatus::New => pass.on_new(),
         JobDeploymentStatus::Initializing => pass.on_initializing()?,
@@ -234,7 +238,7 @@ impl<'a> Pass<'a> {
     }
 
     /// The RayJob is being deleted: stop a job Ray may still run (KubeRay's finalizer does
-    /// this; the host keeps the finalizer until this call is made).
+    /// this), keeping the finalizer until the stop has been tried.
     fn on_deletion(&mut self) {
         let job_id = self.job_id().to_owned();
         let cluster = self.cluster_name().to_owned();
@@ -246,6 +250,11 @@ impl<'a> Pass<'a> {
         {
             self.decision
                 .ray_action(&stop_id, &cluster, RayActionKind::StopJob(job_id));
+            self.decision
+                .finalizer(RAY_JOB_STOP_JOB_FINALIZER, FinalizerIntent::Keep);
+        } else {
+            self.decision
+                .finalizer(RAY_JOB_STOP_JOB_FINALIZER, FinalizerIntent::Release);
         }
     }
 

@@ -3,10 +3,11 @@
 
 use serde_json::{Value, json};
 use wasmray_crds::RayJobStatus;
+use wasmray_crds::constants::RAY_JOB_STOP_JOB_FINALIZER;
 use wasmray_crds::rayjob::{JobDeploymentStatus, JobFailedReason, JobStatus};
 use wasmray_plugin_sdk::reconciler::{
-    ActionResult, DashboardReachability, JobObservation, RayActionKind, RayJobInfo,
-    RayObservations, RayQuery, ReconcileInput, ReconcileOutput, run,
+    ActionResult, DashboardReachability, FinalizerIntent, JobObservation, RayActionKind,
+    RayJobInfo, RayObservations, RayQuery, ReconcileInput, ReconcileOutput, run,
 };
 use wasmray_plugin_sdk::{
     EventType, HostFacts, ObservedObject, ObservedPods, ObservedService, Timestamp, WriteMode,
@@ -205,6 +206,7 @@ impl Input {
             children: self.children.clone(),
             related: self.related.clone(),
             ray: self.ray.clone(),
+            failed_writes: Vec::new(),
             now: self.now,
             config: String::new(),
             host: HostFacts {
@@ -270,6 +272,15 @@ impl Output {
             .count()
     }
 
+    /// The plugin's intent for the stop-job finalizer, if it names it.
+    fn finalizer(&self) -> Option<FinalizerIntent> {
+        self.0
+            .finalizers
+            .iter()
+            .find(|finalizer| finalizer.name == RAY_JOB_STOP_JOB_FINALIZER)
+            .map(|finalizer| finalizer.intent)
+    }
+
     fn stops(&self) -> Vec<String> {
         self.0
             .ray_actions
@@ -330,19 +341,6 @@ fn invalid_rayjobs_fail_validation_with_kuberays_message_and_create_nothing() {
         assert!(again.events().is_empty());
         assert_eq!(again.state(), JobDeploymentStatus::ValidationFailed);
     }
-}
-
-#[test]
-fn a_rayjob_managed_by_multikueue_is_left_alone() {
-    let out = Input::new(job(
-        "HTTPMode",
-        json!({"managedBy": "kueue.x-k8s.io/multikueue"}),
-    ))
-    .run();
-    assert_eq!(
-        out.0,
-        wasmray_plugin_sdk::reconciler::Decision::default().output
-    );
 }
 
 // --- New ---------------------------------------------------------------------------------
@@ -1154,13 +1152,34 @@ fn deleting_a_running_rayjob_stops_its_ray_job() {
     let out = input.run();
     assert_eq!(out.stops(), ["rj-c1/rj-j1"]);
     assert_eq!(out.0.status, None);
+    assert_eq!(
+        out.finalizer(),
+        Some(FinalizerIntent::Keep),
+        "held until stopped"
+    );
     let mut stopped = input.clone();
     stopped.ray.action_results.push(ActionResult {
         id: "stop:rj-j1".into(),
         at: now(),
         outcome: Ok(String::new()),
     });
-    assert!(stopped.run().stops().is_empty(), "stopped once");
+    let out = stopped.run();
+    assert!(out.stops().is_empty(), "stopped once");
+    assert_eq!(out.finalizer(), Some(FinalizerIntent::Release));
+}
+
+#[test]
+fn valid_rayjobs_ask_for_the_finalizer_and_invalid_ones_let_deletion_go() {
+    let out = Input::new(job("K8sJobMode", json!({}))).run();
+    assert_eq!(out.finalizer(), Some(FinalizerIntent::Add));
+    // KubeRay: a TTL needs shutdownAfterJobFinishes.
+    let mut invalid = job("K8sJobMode", json!({"ttlSecondsAfterFinished": 10}));
+    assert_eq!(Input::new(invalid.clone()).run().finalizer(), None);
+    invalid["metadata"]["deletionTimestamp"] = json!(rfc(1));
+    assert_eq!(
+        Input::new(invalid).run().finalizer(),
+        Some(FinalizerIntent::Release)
+    );
 }
 
 #[test]

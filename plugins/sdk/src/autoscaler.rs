@@ -42,6 +42,12 @@ pub trait Autoscaler {
     /// The RayCluster type the plugin reads.
     type Cluster: DeserializeOwned;
 
+    /// Checks the plugin's configuration when the host loads the plugin; a refusal keeps
+    /// the plugin from being installed. By default every configuration is accepted.
+    fn validate_config(_config: &str) -> Result<(), PluginError> {
+        Ok(())
+    }
+
     /// Decides. Must be deterministic.
     fn autoscale(request: Request<Self::Cluster>) -> Result<AutoscaleOutput, PluginError>;
 }
@@ -74,6 +80,12 @@ macro_rules! export_autoscaler {
         impl $crate::bindings::autoscaler::exports::wasmray::plugin::autoscale::Guest
             for __WasmrayAutoscalerExport
         {
+            fn validate_config(
+                config: ::std::string::String,
+            ) -> ::std::result::Result<(), $crate::PluginError> {
+                <$plugin as $crate::autoscaler::Autoscaler>::validate_config(&config)
+            }
+
             fn autoscale(
                 input: $crate::autoscaler::AutoscaleInput,
             ) -> ::std::result::Result<$crate::autoscaler::AutoscaleOutput, $crate::PluginError>

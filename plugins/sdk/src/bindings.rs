@@ -1,4 +1,4 @@
-//! Bindings generated from `wit/` by wit-bindgen.
+//! Bindings generated from `wit/plugin@0.3.0/` (the newest contract) by wit-bindgen.
 //!
 //! The shared interfaces (`types`, `logging`) are generated once, from a world that only
 //! imports them, and every role's world reuses them, so one Rust type per WIT type.
@@ -12,11 +12,11 @@ mod shared {
         inline: "
             package wasmray:sdk;
             world shared {
-                import wasmray:plugin/types@0.2.0;
-                import wasmray:plugin/logging@0.2.0;
+                import wasmray:plugin/types@0.3.0;
+                import wasmray:plugin/logging@0.3.0;
             }
         ",
-        path: "../../wit",
+        path: "../../wit/plugin@0.3.0",
         world: "wasmray:sdk/shared",
         generate_all,
         additional_derives: [PartialEq],
@@ -28,11 +28,11 @@ pub use shared::wasmray::plugin::{logging, types};
 #[cfg(feature = "reconciler")]
 pub mod reconciler {
     wit_bindgen::generate!({
-        path: "../../wit",
-        world: "wasmray:plugin/reconciler@0.2.0",
+        path: "../../wit/plugin@0.3.0",
+        world: "wasmray:plugin/reconciler@0.3.0",
         with: {
-            "wasmray:plugin/types@0.2.0": crate::bindings::types,
-            "wasmray:plugin/logging@0.2.0": crate::bindings::logging,
+            "wasmray:plugin/types@0.3.0": crate::bindings::types,
+            "wasmray:plugin/logging@0.3.0": crate::bindings::logging,
         },
         additional_derives: [PartialEq],
         pub_export_macro: true,
@@ -45,11 +45,12 @@ pub mod reconciler {
 #[cfg(feature = "scheduler")]
 pub mod scheduler {
     wit_bindgen::generate!({
-        path: "../../wit",
-        world: "wasmray:plugin/scheduler@0.2.0",
+        path: "../../wit/plugin@0.3.0",
+        world: "wasmray:plugin/scheduler@0.3.0",
+        features: ["scheduler-role"],
         with: {
-            "wasmray:plugin/types@0.2.0": crate::bindings::types,
-            "wasmray:plugin/logging@0.2.0": crate::bindings::logging,
+            "wasmray:plugin/types@0.3.0": crate::bindings::types,
+            "wasmray:plugin/logging@0.3.0": crate::bindings::logging,
         },
         additional_derives: [PartialEq],
         pub_export_macro: true,
@@ -62,11 +63,12 @@ pub mod scheduler {
 #[cfg(feature = "autoscaler")]
 pub mod autoscaler {
     wit_bindgen::generate!({
-        path: "../../wit",
-        world: "wasmray:plugin/autoscaler@0.2.0",
+        path: "../../wit/plugin@0.3.0",
+        world: "wasmray:plugin/autoscaler@0.3.0",
+        features: ["autoscaler-role"],
         with: {
-            "wasmray:plugin/types@0.2.0": crate::bindings::types,
-            "wasmray:plugin/logging@0.2.0": crate::bindings::logging,
+            "wasmray:plugin/types@0.3.0": crate::bindings::types,
+            "wasmray:plugin/logging@0.3.0": crate::bindings::logging,
         },
         additional_derives: [PartialEq],
         pub_export_macro: true,

@@ -4,8 +4,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::bindings::reconciler::exports::wasmray::plugin::reconcile::{
-    ActionResult, DashboardReachability, Deletion, JobObservation, RayAction, RayActionKind,
-    RayJobInfo, RayObservations, RayQuery, ReconcileInput, ReconcileOutput, SubmitJob,
+    ActionResult, ChildKind, DashboardReachability, Deletion, FailedWrite, Finalizer,
+    FinalizerIntent, GeneratedSecret, JobObservation, RayAction, RayActionKind, RayJobInfo,
+    RayObservations, RayQuery, ReconcileInput, ReconcileOutput, SubmitJob, WriteOperation,
 };
 use crate::{
     DesiredObject, Duration, Event, HostFacts, ObservedObject, ObservedPods, ObservedService,
@@ -30,6 +31,8 @@ pub struct Request<P> {
     pub related: Vec<ObservedObject>,
     /// What the host learned from Ray.
     pub ray: RayObservations,
+    /// The writes of the previous call that the API server refused.
+    pub failed_writes: Vec<FailedWrite>,
     /// The current time.
     pub now: Timestamp,
     /// The plugin's configuration (opaque text).
@@ -50,6 +53,7 @@ impl<P: DeserializeOwned> Request<P> {
             children: input.children,
             related: input.related,
             ray: input.ray,
+            failed_writes: input.failed_writes,
             now: input.now,
             config: input.config,
             host: input.host,
@@ -76,6 +80,9 @@ impl Default for Decision {
             ray_actions: Vec::new(),
             ray_queries: Vec::new(),
             requeue_after_ms: None,
+            finalizers: Vec::new(),
+            generated_secrets: Vec::new(),
+            prune: Vec::new(),
         };
         Decision { output }
     }
@@ -163,6 +170,44 @@ impl Decision {
         self.output.ray_queries.push(query);
     }
 
+    /// Says what to do with a finalizer of the parent this plugin owns: `Add` it (before
+    /// the other writes), `Keep` it (while deleting: cleanup not done yet), or `Release`
+    /// it (after the other writes succeeded; while deleting: cleanup done). A later call
+    /// for the same name replaces the earlier one.
+    pub fn finalizer(&mut self, name: &str, intent: FinalizerIntent) {
+        self.output.finalizers.retain(|held| held.name != name);
+        self.output.finalizers.push(Finalizer {
+            name: name.to_owned(),
+            intent,
+        });
+    }
+
+    /// Asks for Secret `name` with `key` holding the base64 text of `random_bytes`
+    /// random bytes, owned by the parent and created once, before the other writes.
+    pub fn generated_secret(
+        &mut self,
+        name: &str,
+        key: &str,
+        random_bytes: u32,
+        labels: Vec<(String, String)>,
+    ) {
+        self.output.generated_secrets.push(GeneratedSecret {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            random_bytes,
+            labels,
+        });
+    }
+
+    /// Declares that this decision's `apply` list names every wanted child of this kind:
+    /// the host deletes the parent's other children of the kind.
+    pub fn prune(&mut self, api_version: &str, kind: &str) {
+        self.output.prune.push(ChildKind {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        });
+    }
+
     /// Asks to be called again after `after` at the latest (the earliest request wins).
     pub fn requeue_after(&mut self, after: Duration) {
         let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
@@ -181,6 +226,12 @@ pub trait Reconciler {
 
     /// The kinds this plugin serves, e.g. `&["RayCluster"]`.
     const KINDS: &'static [&'static str];
+
+    /// Checks the plugin's configuration when the host loads the plugin; a refusal keeps
+    /// the plugin from being installed. By default every configuration is accepted.
+    fn validate_config(_config: &str) -> Result<(), PluginError> {
+        Ok(())
+    }
 
     /// Decides. Must be deterministic: the same request gives the same decision.
     fn reconcile(request: Request<Self::Parent>) -> Result<Decision, PluginError>;
@@ -222,6 +273,12 @@ macro_rules! export_reconciler {
         {
             fn kinds() -> ::std::vec::Vec<::std::string::String> {
                 $crate::reconciler::kinds::<$plugin>()
+            }
+
+            fn validate_config(
+                config: ::std::string::String,
+            ) -> ::std::result::Result<(), $crate::PluginError> {
+                <$plugin as $crate::reconciler::Reconciler>::validate_config(&config)
             }
 
             fn reconcile(

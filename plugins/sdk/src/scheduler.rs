@@ -43,6 +43,12 @@ pub trait Scheduler {
     /// The parent type the plugin reads.
     type Parent: DeserializeOwned;
 
+    /// Checks the plugin's configuration when the host loads the plugin; a refusal keeps
+    /// the plugin from being installed. By default every configuration is accepted.
+    fn validate_config(_config: &str) -> Result<(), PluginError> {
+        Ok(())
+    }
+
     /// Decides. Must be deterministic.
     fn schedule(request: Request<Self::Parent>) -> Result<ScheduleOutput, PluginError>;
 }
@@ -71,6 +77,12 @@ macro_rules! export_scheduler {
         impl $crate::bindings::scheduler::exports::wasmray::plugin::schedule::Guest
             for __WasmraySchedulerExport
         {
+            fn validate_config(
+                config: ::std::string::String,
+            ) -> ::std::result::Result<(), $crate::PluginError> {
+                <$plugin as $crate::scheduler::Scheduler>::validate_config(&config)
+            }
+
             fn schedule(
                 input: $crate::scheduler::ScheduleInput,
             ) -> ::std::result::Result<$crate::scheduler::ScheduleOutput, $crate::PluginError>

@@ -507,6 +507,7 @@ mod tests {
             children: Vec::new(),
             related: Vec::new(),
             ray: RayObservations::default(),
+            failed_writes: Vec::new(),
             now: Timestamp {
                 seconds: 1_795_405_982,
                 nanos: 0,

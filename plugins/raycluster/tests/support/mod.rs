@@ -44,6 +44,7 @@ pub fn reconcile_input(
         children: vec![],
         related: vec![],
         ray: RayObservations::default(),
+        failed_writes: Vec::new(),
         now: Timestamp {
             seconds: 1_800_000_000,
             nanos: 0,

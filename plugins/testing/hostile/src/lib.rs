@@ -15,7 +15,13 @@
 //! - `parse-parent <n> <json>`: parses `<json>` as a `RayCluster` `n` times and answers
 //!   nothing to do; `skim-parent <n> <json>` only checks that it is JSON, `n` times;
 //! - `write-pods <n> <json>`: parses `<json>` (an array of pods) once, then turns the pods
-//!   into pod sets `n` times and answers the last ones.
+//!   into pod sets `n` times and answers the last ones;
+//! - `hold-finalizer <name>`: asks for finalizer `<name>` and never releases it (its
+//!   deletion verdict is always "not done"), with a status `{"holding": <name>}`;
+//! - `generate-secret <name> <key> <bytes>`: asks for a generated Secret, with a status
+//!   `{"secret": <name>}`.
+//!
+//! `validate-config` refuses a configuration that starts with `invalid-config`.
 //!
 //! The last two let the runtime benchmark time, inside a component, what any reconciler
 //! that reads a parent and answers pods pays for JSON (`n` = 21 against `n` = 1).
@@ -30,7 +36,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::IgnoredAny;
 use wasmray_plugin_sdk::k8s_openapi::api::core::v1::Pod;
-use wasmray_plugin_sdk::reconciler::{Decision, Reconciler, Request};
+use wasmray_plugin_sdk::reconciler::{Decision, FinalizerIntent, Reconciler, Request};
 use wasmray_plugin_sdk::serde_json::json;
 use wasmray_plugin_sdk::{
     DesiredObject, PluginError, PodReplica, WriteMode, crds, export_reconciler, from_json, log,
@@ -42,6 +48,16 @@ impl Reconciler for Hostile {
     // No mode reads the parent: it is only checked to be JSON.
     type Parent = IgnoredAny;
     const KINDS: &'static [&'static str] = &["RayCluster", "RayJob", "RayService"];
+
+    fn validate_config(config: &str) -> Result<(), PluginError> {
+        if config.starts_with("invalid-config") {
+            return Err(PluginError::new(
+                "InvalidConfig",
+                format!("refused at load: {config:?}"),
+            ));
+        }
+        Ok(())
+    }
 
     fn reconcile(request: Request<IgnoredAny>) -> Result<Decision, PluginError> {
         let (mode, argument) = request
@@ -87,6 +103,26 @@ impl Reconciler for Hostile {
                 mode: WriteMode::Apply,
             }),
             "malformed-deletion" => decision.delete("v1", "Pod", "some-pod", "", "no uid"),
+            "hold-finalizer" => {
+                decision.finalizer(argument, FinalizerIntent::Add);
+                decision.set_status(&json!({"holding": argument}))?;
+            }
+            "generate-secret" => {
+                let mut words = argument.split(' ');
+                let (Some(name), Some(key), Some(bytes)) =
+                    (words.next(), words.next(), words.next())
+                else {
+                    return Err(PluginError::new(
+                        "InvalidConfig",
+                        "expected `generate-secret <name> <key> <bytes>`",
+                    ));
+                };
+                let bytes = bytes
+                    .parse()
+                    .map_err(|_| PluginError::new("InvalidConfig", "bytes must be a number"))?;
+                decision.generated_secret(name, key, bytes, Vec::new());
+                decision.set_status(&json!({"secret": name}))?;
+            }
             "probe" => decision.set_status(&probe_sandbox(argument))?,
             "identify" => {
                 log::info(&format!("identify {argument} via the logging import"));
