@@ -568,6 +568,8 @@ pub enum PluginSetupError {
         plugin: String,
         message: String,
     },
+    #[error("--plugin-config {name}: {message}")]
+    Config { name: String, message: String },
     #[error(
         "--batch-scheduler {name}: no scheduler plugin of that name is registered (scheduler plugins: {available})"
     )]
@@ -594,6 +596,18 @@ pub async fn load_plugins(settings: &Settings) -> anyhow::Result<PluginHost> {
         runtime.registry().install(plugin);
     }
     check_plugins(&plugins, settings)?;
+    // Each plugin checks its own configuration once, here, not on every object.
+    for (name, config) in &settings.controller.plugin_config {
+        if let Some(plugin) = runtime.registry().get(name) {
+            runtime
+                .validate_config(&plugin, config)
+                .await
+                .map_err(|error| PluginSetupError::Config {
+                    name: name.clone(),
+                    message: error.to_string(),
+                })?;
+        }
+    }
     Ok(plugins)
 }
 
@@ -742,6 +756,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         tokio::spawn(crate::reload::watch_plugin_files(
             plugins.clone(),
             settings.plugin_files.clone(),
+            crate::reload::Fit {
+                bindings: settings.controller.bindings.clone(),
+                configs: settings.controller.plugin_config.clone(),
+            },
             stopped.clone(),
         ));
     }

@@ -1,7 +1,8 @@
 //! Reloading plugin files at runtime (`--watch-plugin-files`): a changed file is loaded and
 //! swapped in through the registry's atomic install, so the next call uses the new code and
-//! calls already running finish on the old. A file that fails to load leaves the running
-//! plugin in place.
+//! calls already running finish on the old. A file that fails to load, plays another role
+//! than the running plugin, does not serve the kinds bound to its name or refuses its
+//! configuration leaves the running plugin in place.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,10 +15,21 @@ use crate::runtime::digest_of;
 /// stat per file per period.
 pub const POLL_PERIOD: Duration = Duration::from_secs(2);
 
+/// What a reloaded plugin must fit, as at start: the bindings and each plugin's
+/// configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Fit {
+    /// Kind to plugin name.
+    pub bindings: BTreeMap<String, String>,
+    /// Plugin name to configuration text.
+    pub configs: BTreeMap<String, String>,
+}
+
 /// Watches `files` (plugin name to path) until `stop` turns true.
 pub async fn watch_plugin_files(
     plugins: PluginHost,
     files: BTreeMap<String, PathBuf>,
+    fit: Fit,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut stamps: BTreeMap<String, Option<std::time::SystemTime>> = BTreeMap::new();
@@ -35,7 +47,7 @@ pub async fn watch_plugin_files(
                 continue;
             }
             stamps.insert(name.clone(), stamp);
-            reload(&plugins, name, path).await;
+            reload(&plugins, name, path, &fit).await;
         }
     }
 }
@@ -48,7 +60,7 @@ async fn modified(path: &Path) -> Option<std::time::SystemTime> {
 }
 
 /// Loads `path` and installs it under `name` unless its bytes are those already installed.
-pub async fn reload(plugins: &PluginHost, name: &str, path: &Path) {
+pub async fn reload(plugins: &PluginHost, name: &str, path: &Path, fit: &Fit) {
     let bytes = match tokio::fs::read(path).await {
         Ok(bytes) => bytes,
         Err(error) => {
@@ -65,20 +77,41 @@ pub async fn reload(plugins: &PluginHost, name: &str, path: &Path) {
     {
         return;
     }
-    match runtime.load(name, &bytes).await {
-        Ok(plugin) => {
-            let previous = runtime.registry().install(plugin);
-            tracing::info!(
-                plugin = name,
-                digest = %digest,
-                previous = ?previous.map(|plugin| plugin.id().digest.clone()),
-                "reloaded a changed plugin file"
-            );
-        }
+    let loaded = match runtime.load(name, &bytes).await {
+        Ok(plugin) => plugin,
         Err(error) => {
-            tracing::warn!(plugin = name, path = %path.display(), error = %format!("{error:#}"), "the changed plugin file does not load; keeping the running plugin")
+            tracing::warn!(plugin = name, path = %path.display(), error = %format!("{error:#}"), "the changed plugin file does not load; keeping the running plugin");
+            return;
         }
+    };
+    let running_role = runtime.registry().get(name).map(|running| running.role());
+    let fits = match running_role {
+        Some(role) if role != loaded.role() => Err(format!(
+            "{} is a {}, the running plugin a {role}",
+            loaded.id(),
+            loaded.role()
+        )),
+        _ => {
+            plugins
+                .check_fit(
+                    &loaded,
+                    &fit.bindings,
+                    fit.configs.get(name).map(String::as_str),
+                )
+                .await
+        }
+    };
+    if let Err(reason) = fits {
+        tracing::warn!(plugin = name, path = %path.display(), %reason, "the changed plugin does not fit its bindings or configuration; keeping the running plugin");
+        return;
     }
+    let previous = runtime.registry().install(loaded);
+    tracing::info!(
+        plugin = name,
+        digest = %digest,
+        previous = ?previous.map(|plugin| plugin.id().digest.clone()),
+        "reloaded a changed plugin file"
+    );
 }
 
 #[cfg(test)]
@@ -108,15 +141,19 @@ mod tests {
                 .map(|plugin| plugin.id().digest.clone())
         };
 
+        let fit = Fit {
+            bindings: BTreeMap::from([("RayCluster".to_owned(), "policy".to_owned())]),
+            configs: BTreeMap::new(),
+        };
         std::fs::write(&path, bytes_of("example-reconciler")).unwrap();
-        reload(&plugins, "policy", &path).await;
+        reload(&plugins, "policy", &path, &fit).await;
         assert_eq!(
             digest(&plugins),
             Some(digest_of(bytes_of("example-reconciler")))
         );
 
         std::fs::write(&path, b"not a component").unwrap();
-        reload(&plugins, "policy", &path).await;
+        reload(&plugins, "policy", &path, &fit).await;
         assert_eq!(
             digest(&plugins),
             Some(digest_of(bytes_of("example-reconciler"))),
@@ -124,8 +161,28 @@ mod tests {
         );
 
         std::fs::write(&path, bytes_of("raycluster")).unwrap();
-        reload(&plugins, "policy", &path).await;
+        reload(&plugins, "policy", &path, &fit).await;
         assert_eq!(digest(&plugins), Some(digest_of(bytes_of("raycluster"))));
+
+        // Bound to RayCluster: a RayJob-only plugin does not fit, nor does a scheduler.
+        std::fs::write(&path, bytes_of("rayjob")).unwrap();
+        reload(&plugins, "policy", &path, &fit).await;
+        assert_eq!(digest(&plugins), Some(digest_of(bytes_of("raycluster"))));
+        std::fs::write(&path, bytes_of("example-scheduler")).unwrap();
+        reload(&plugins, "policy", &path, &fit).await;
+        assert_eq!(digest(&plugins), Some(digest_of(bytes_of("raycluster"))));
+
+        // A plugin that refuses its configuration does not replace the running one.
+        let hostile = std::fs::read(crate::builtin::test_plugins::HOSTILE).unwrap();
+        let refusing = Fit {
+            configs: BTreeMap::from([("policy".to_owned(), "invalid-config".to_owned())]),
+            ..fit.clone()
+        };
+        std::fs::write(&path, &hostile).unwrap();
+        reload(&plugins, "policy", &path, &refusing).await;
+        assert_eq!(digest(&plugins), Some(digest_of(bytes_of("raycluster"))));
+        reload(&plugins, "policy", &path, &fit).await;
+        assert_eq!(digest(&plugins), Some(digest_of(&hostile)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,9 +4,10 @@
 //! 30 s). Without this, a reconcile that runs before the watch delivers a new pod would
 //! create the pod a second time.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::parent_state::ParentStates;
 
 /// Answers whether a cache reflects a write.
 pub trait Lookup {
@@ -46,25 +47,16 @@ pub enum Readiness {
     Waiting(Duration),
 }
 
-#[derive(Debug)]
-struct Pending {
-    since: Instant,
-    items: Vec<Expectation>,
-}
-
-/// Outstanding expectations by parent uid.
+/// Outstanding expectations, kept in each parent's state.
 #[derive(Debug)]
 pub struct Expectations {
     timeout: Duration,
-    pending: Mutex<HashMap<String, Pending>>,
+    states: Arc<ParentStates>,
 }
 
 impl Expectations {
-    pub fn new(timeout: Duration) -> Self {
-        Expectations {
-            timeout,
-            pending: Mutex::new(HashMap::new()),
-        }
+    pub fn new(timeout: Duration, states: Arc<ParentStates>) -> Self {
+        Expectations { timeout, states }
     }
 
     /// Records writes made for a parent. The timeout counts from the latest write.
@@ -73,15 +65,13 @@ impl Expectations {
         if items.peek().is_none() {
             return;
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = pending
-            .entry(parent_uid.to_owned())
-            .or_insert_with(|| Pending {
-                since: Instant::now(),
-                items: Vec::new(),
-            });
-        entry.since = Instant::now();
-        entry.items.extend(items);
+        self.states.with(parent_uid, |state| {
+            let expected = state
+                .expected
+                .get_or_insert_with(|| (Instant::now(), Vec::new()));
+            expected.0 = Instant::now();
+            expected.1.extend(items);
+        });
     }
 
     /// Drops what is satisfied and says whether the parent may be reconciled.
@@ -92,42 +82,35 @@ impl Expectations {
         parent_version: Option<&str>,
         caches: &[&dyn Lookup],
     ) -> Readiness {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(entry) = pending.get_mut(parent_uid) else {
-            return Readiness::Ready;
-        };
-        entry
-            .items
-            .retain(|item| !satisfied(item, parent_uid, parent_version, caches));
-        let waited = entry.since.elapsed();
-        if entry.items.is_empty() {
-            pending.remove(parent_uid);
-            return Readiness::Ready;
-        }
-        if waited >= self.timeout {
-            tracing::warn!(
-                parent_uid,
-                unmet = ?entry.items,
-                "writes not visible in the caches after {:?}; reconciling anyway",
-                self.timeout
-            );
-            pending.remove(parent_uid);
-            return Readiness::Ready;
-        }
-        Readiness::Waiting(self.timeout - waited)
-    }
-
-    /// Forgets a parent (it was deleted).
-    pub fn forget(&self, parent_uid: &str) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(parent_uid);
+        let timeout = self.timeout;
+        self.states
+            .with_existing(parent_uid, |state| {
+                let Some((since, items)) = &mut state.expected else {
+                    return Readiness::Ready;
+                };
+                items.retain(|item| !satisfied(item, parent_uid, parent_version, caches));
+                let waited = since.elapsed();
+                if items.is_empty() {
+                    state.expected = None;
+                    return Readiness::Ready;
+                }
+                if waited >= timeout {
+                    tracing::warn!(
+                        parent_uid,
+                        unmet = ?items,
+                        "writes not visible in the caches after {timeout:?}; reconciling anyway",
+                    );
+                    state.expected = None;
+                    return Readiness::Ready;
+                }
+                Readiness::Waiting(timeout - waited)
+            })
+            .unwrap_or(Readiness::Ready)
     }
 
     /// Number of parents with outstanding expectations.
     pub fn len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.states.count(|state| state.expected.is_some())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -186,7 +169,7 @@ mod tests {
 
     #[test]
     fn waits_until_creates_and_deletes_are_visible() {
-        let expectations = Expectations::new(Duration::from_secs(30));
+        let expectations = Expectations::new(Duration::from_secs(30), Arc::default());
         let mut pods = FakeCache::default();
         pods.live_uids.insert("old".into());
         expectations.expect(
@@ -220,7 +203,7 @@ mod tests {
 
     #[test]
     fn gives_up_after_the_timeout() {
-        let expectations = Expectations::new(Duration::ZERO);
+        let expectations = Expectations::new(Duration::ZERO, Arc::default());
         expectations.expect(
             "p",
             [Expectation::Created {
@@ -236,7 +219,7 @@ mod tests {
 
     #[test]
     fn parent_version_must_catch_up() {
-        let expectations = Expectations::new(Duration::from_secs(30));
+        let expectations = Expectations::new(Duration::from_secs(30), Arc::default());
         expectations.expect("p", [Expectation::ParentVersion("120".into())]);
         assert!(matches!(
             expectations.check("p", Some("119"), &[]),
@@ -253,11 +236,11 @@ mod tests {
 
     #[test]
     fn nothing_expected_means_ready() {
-        let expectations = Expectations::new(Duration::from_secs(30));
+        let expectations = Expectations::new(Duration::from_secs(30), Arc::default());
         expectations.expect("p", []);
         assert!(expectations.is_empty());
         expectations.expect("p", [Expectation::ParentVersion("1".into())]);
-        expectations.forget("p");
+        expectations.states.forget("p");
         assert!(expectations.is_empty());
     }
 }

@@ -19,6 +19,7 @@ pub mod events;
 pub mod expectations;
 pub mod observe;
 pub mod parent;
+pub mod parent_state;
 pub mod plan;
 pub mod plugin;
 pub mod ray_io;

@@ -1,11 +1,11 @@
 //! The generic parent driver: one kube-rs controller per parent kind and namespace scope.
 //! Gather input, call the plugin bound to the kind, carry out the answer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt as _;
 use k8s_openapi::NamespaceResourceScope;
@@ -29,6 +29,7 @@ use super::expectations::{Expectation, Expectations, Lookup, Readiness};
 use super::observe::{
     PodTable, first_pod_labels, now, observe_object, observed_service, pod_record, pod_table,
 };
+use super::parent_state::ParentStates;
 use super::plan::{self, ChildIndex, OwnedChild, ParentView, Plan};
 use super::plugin::{CallFailure, PluginHost};
 use super::ray_io::{Clusters, RayIo};
@@ -38,7 +39,7 @@ use super::status::{
     plugin_failure_condition, strip_host_conditions,
 };
 use super::wit::{
-    DashboardReachability, FailedWrite, HostFacts, ObservedObject, ObservedPods, ObservedService,
+    DashboardReachability, HostFacts, ObservedObject, ObservedPods, ObservedService,
     RayObservations, ReconcileInput,
 };
 use super::{ControllerConfig, PLUGIN_ANNOTATION, Stats, Telemetry};
@@ -216,12 +217,10 @@ pub struct Scope<P> {
     pods: Arc<OwnedIndex<PodTable>>,
     services: Vec<Arc<OwnedIndex<ObservedService>>>,
     others: Vec<(OtherChildWatch, Arc<OwnedIndex<ObservedObject>>)>,
+    /// Everything remembered per parent between reconciles, dropped by one `forget`.
+    states: Arc<ParentStates>,
     expectations: Expectations,
     events: EventSink,
-    /// Consecutive failures per parent uid, for backoff.
-    failures: Mutex<HashMap<String, u32>>,
-    /// The failed writes of the last call per parent uid, reported on the next call.
-    failed_writes: Mutex<HashMap<String, Vec<FailedWrite>>>,
     /// Ray queries and action results between calls.
     ray: RayIo,
     secrets: SecretsEnsured,
@@ -246,6 +245,7 @@ impl<P: ParentKind> Scope<P> {
     fn new(shared: Arc<Shared>, namespace: Option<String>) -> Self {
         let watches = P::child_watches();
         let scope_text = namespace.as_deref().unwrap_or("all namespaces");
+        let states = Arc::new(ParentStates::default());
         let events = EventSink::start(
             shared.events_client.clone(),
             Reporter {
@@ -279,12 +279,11 @@ impl<P: ParentKind> Scope<P> {
                     (other.clone(), Arc::new(index))
                 })
                 .collect(),
-            expectations: Expectations::new(shared.config.expectation_timeout),
+            expectations: Expectations::new(shared.config.expectation_timeout, states.clone()),
             events,
-            failures: Mutex::new(HashMap::new()),
-            failed_writes: Mutex::new(HashMap::new()),
-            ray: RayIo::new(&shared.config),
-            secrets: SecretsEnsured::default(),
+            ray: RayIo::new(&shared.config, states.clone()),
+            secrets: SecretsEnsured::new(states.clone()),
+            states,
             shared,
             namespace,
             _kind: PhantomData,
@@ -369,10 +368,8 @@ impl<P: ParentKind> Scope<P> {
             extensions: Vec::new(),
         };
         let failed_writes = self
-            .failed_writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uid)
+            .states
+            .with_existing(uid, |state| std::mem::take(&mut state.failed_writes))
             .unwrap_or_default();
         let plugin = self.plugin_for(parent);
         ReconcileInput {
@@ -640,10 +637,8 @@ impl<P: ParentKind> Scope<P> {
         self.expectations
             .expect(uid, std::mem::take(&mut report.expectations));
         if !report.failed.is_empty() {
-            self.failed_writes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(uid.to_owned(), std::mem::take(&mut report.failed));
+            let failed = std::mem::take(&mut report.failed);
+            self.states.with(uid, |state| state.failed_writes = failed);
         }
 
         if let Some(new_status) = plan.status {
@@ -717,10 +712,7 @@ impl<P: ParentKind> Scope<P> {
     }
 
     fn clear_failures(&self, uid: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uid);
+        self.states.with_existing(uid, |state| state.failures = 0);
     }
 
     /// Creates the Secrets the plugin asked for that do not exist yet.
@@ -742,18 +734,6 @@ impl<P: ParentKind> Scope<P> {
             writes: created,
             ..WriteReport::default()
         })
-    }
-
-    /// Forgets everything about a deleted parent.
-    fn forget(&self, uid: &str) {
-        self.expectations.forget(uid);
-        self.secrets.forget(uid);
-        self.clear_failures(uid);
-        self.failed_writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uid);
-        self.ray.forget(uid);
     }
 
     fn deletion_manager(&self) -> String {
@@ -1005,12 +985,10 @@ fn error_policy<P: ParentKind>(
     scope: Arc<Scope<P>>,
 ) -> Action {
     let uid = parent.uid().unwrap_or_default();
-    let attempts = {
-        let mut failures = scope.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = failures.entry(uid).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
-    };
+    let attempts = scope.states.with(&uid, |state| {
+        state.failures = state.failures.saturating_add(1);
+        state.failures
+    });
     if let ReconcileError::Plugin(failure) = error
         && let Some(after) = failure.retry_after
     {
@@ -1111,7 +1089,7 @@ pub async fn run_controller<P: ParentKind>(
             if let Ok(watcher::Event::Delete(parent)) = &event
                 && let Some(uid) = parent.uid()
             {
-                forget_scope.forget(&uid);
+                forget_scope.states.forget(&uid);
             }
             event
         })

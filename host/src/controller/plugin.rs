@@ -2,12 +2,13 @@
 //! and turn every way a call can fail into one [`CallFailure`] (reason, message naming the
 //! plugin and its digest, retry hint).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::runtime::{
-    CallError, PluginId, ReconcileInput, ReconcileOutput, Runtime, RuntimeConfig,
+    CallError, Plugin, PluginId, ReconcileInput, ReconcileOutput, Role, Runtime, RuntimeConfig,
 };
 
 /// Why a plugin call gave no usable answer.
@@ -86,6 +87,45 @@ impl PluginHost {
             .iter()
             .map(|plugin| plugin.id().to_string())
             .collect()
+    }
+
+    /// Whether `plugin` may serve under its name: a reconciler serving every kind bound to
+    /// the name (`bindings`: kind to plugin name), that accepts its configuration
+    /// (`validate-config`). Checked when plugins are loaded and again on every reload, so
+    /// a swap never installs a plugin that would fail every call. The error says why.
+    pub async fn check_fit(
+        &self,
+        plugin: &Plugin,
+        bindings: &BTreeMap<String, String>,
+        config: Option<&str>,
+    ) -> Result<(), String> {
+        let name = &plugin.id().name;
+        for (kind, bound) in bindings {
+            if bound != name {
+                continue;
+            }
+            if plugin.role() != Role::Reconciler {
+                return Err(format!(
+                    "{} is a {}, but {kind} is bound to it as a reconciler",
+                    plugin.id(),
+                    plugin.role()
+                ));
+            }
+            if !plugin.kinds().iter().any(|served| served == kind) {
+                return Err(format!(
+                    "{} serves {:?}, but {kind} is bound to it",
+                    plugin.id(),
+                    plugin.kinds()
+                ));
+            }
+        }
+        if let Some(config) = config {
+            self.runtime
+                .validate_config(plugin, config)
+                .await
+                .map_err(|error| error.to_string())?;
+        }
+        Ok(())
     }
 
     /// Calls the reconciler `plugin` for a parent of `kind`.

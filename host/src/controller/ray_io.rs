@@ -4,9 +4,9 @@
 //! to exactly one later call. Nothing here survives a restart: a plugin must be able to
 //! decide from Kubernetes state and fresh queries alone (see docs/architecture.md).
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Secret;
@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::ControllerConfig;
 use super::observe::now;
+use super::parent_state::ParentStates;
 use super::wit::{
     ActionResult, DashboardReachability, JobObservation, ObservedObject, RayAction, RayActionKind,
     RayJobInfo, RayObservations, RayQuery, SubmitJob,
@@ -30,21 +31,13 @@ use crate::ray::{
 /// Key of `ray.extensions` under which a failed `serve-status` query's reason is passed.
 pub const SERVE_STATUS_ERROR_EXTENSION: &str = "serve-status-unavailable";
 
-/// What the host remembers for one parent between calls.
-#[derive(Default)]
-struct Memory {
-    queries: Vec<RayQuery>,
-    results: Vec<ActionResult>,
-}
-
 /// Ray I/O of one controller scope.
 pub struct RayIo {
     client: DashboardClient,
     allow_override: bool,
     cluster_domain: String,
-    memory: Mutex<HashMap<String, Memory>>,
-    /// Clusters (by uid) whose ignored override annotation was logged already.
-    warned_overrides: Mutex<HashSet<String>>,
+    /// Queries, undelivered results and logged warnings live in each parent's state.
+    states: Arc<ParentStates>,
 }
 
 /// Where a parent's Ray clusters are found: among the objects the plugin was given, else
@@ -57,7 +50,7 @@ pub struct Clusters<'a> {
 }
 
 impl RayIo {
-    pub fn new(config: &ControllerConfig) -> Self {
+    pub fn new(config: &ControllerConfig, states: Arc<ParentStates>) -> Self {
         RayIo {
             client: DashboardClient::new(config.ray_timeout),
             allow_override: config.allow_dashboard_address_override,
@@ -66,14 +59,8 @@ impl RayIo {
                 .get(CLUSTER_DOMAIN_SETTING)
                 .cloned()
                 .unwrap_or_else(|| DEFAULT_CLUSTER_DOMAIN.to_owned()),
-            memory: Mutex::default(),
-            warned_overrides: Mutex::default(),
+            states,
         }
-    }
-
-    fn with_memory<T>(&self, uid: &str, f: impl FnOnce(&mut Memory) -> T) -> T {
-        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        f(memory.entry(uid.to_owned()).or_default())
     }
 
     /// Makes the remembered queries of parent `uid` and adds their answers and the
@@ -85,9 +72,12 @@ impl RayIo {
         clusters: &Clusters<'_>,
         ray: &mut RayObservations,
     ) -> usize {
-        let (queries, results) = self.with_memory(uid, |memory| {
-            (memory.queries.clone(), memory.results.clone())
-        });
+        let (queries, results) = self
+            .states
+            .with_existing(uid, |state| {
+                (state.ray_queries.clone(), state.ray_results.clone())
+            })
+            .unwrap_or_default();
         let mut addresses = AddressBook::default();
         for query in &queries {
             let cluster = match query {
@@ -95,7 +85,7 @@ impl RayIo {
                 | RayQuery::ServeStatus(cluster)
                 | RayQuery::Dashboard(cluster) => cluster,
             };
-            addresses.resolve(self, clusters, cluster).await;
+            addresses.resolve(self, uid, clusters, cluster).await;
         }
         let answers = join_all(queries.iter().map(|query| self.ask(query, &addresses))).await;
         for answer in answers {
@@ -116,17 +106,21 @@ impl RayIo {
 
     /// Forgets the first `count` action results of `uid`: a plugin call got them.
     pub fn delivered(&self, uid: &str, count: usize) {
-        self.with_memory(uid, |memory| {
-            memory.results.drain(..count.min(memory.results.len()));
+        self.states.with(uid, |state| {
+            state
+                .ray_results
+                .drain(..count.min(state.ray_results.len()));
         });
     }
 
     /// Remembers the queries of the plugin's latest answer (a query it stops asking for is
     /// no longer made). True when one of them was not asked before: its answer is due.
     pub fn remember(&self, uid: &str, queries: Vec<RayQuery>) -> bool {
-        self.with_memory(uid, |memory| {
-            let new = queries.iter().any(|query| !memory.queries.contains(query));
-            memory.queries = queries;
+        self.states.with(uid, |state| {
+            let new = queries
+                .iter()
+                .any(|query| !state.ray_queries.contains(query));
+            state.ray_queries = queries;
             new
         })
     }
@@ -135,7 +129,10 @@ impl RayIo {
     pub async fn act(&self, uid: &str, clusters: &Clusters<'_>, actions: Vec<RayAction>) {
         let mut addresses = AddressBook::default();
         for action in actions {
-            let outcome = match addresses.resolve(self, clusters, &action.cluster).await {
+            let outcome = match addresses
+                .resolve(self, uid, clusters, &action.cluster)
+                .await
+            {
                 Ok(address) => self.carry_out(&address.clone(), action.action).await,
                 Err(reason) => Err(reason.clone()),
             };
@@ -147,16 +144,9 @@ impl RayIo {
                 at: now(),
                 outcome,
             };
-            self.with_memory(uid, |memory| memory.results.push(result));
+            self.states
+                .with(uid, |state| state.ray_results.push(result));
         }
-    }
-
-    /// Forgets a deleted parent.
-    pub fn forget(&self, uid: &str) {
-        self.memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uid);
     }
 
     async fn ask(&self, query: &RayQuery, addresses: &AddressBook) -> Answer {
@@ -239,22 +229,17 @@ impl RayIo {
     /// The dashboard of the RayCluster `name`, with its token when it uses token auth.
     async fn address(
         &self,
+        parent_uid: &str,
         clusters: &Clusters<'_>,
         name: &str,
     ) -> Result<DashboardAddress, String> {
         let cluster = find_cluster(clusters, name).await?;
         let target = dashboard_target(&cluster, &self.cluster_domain, self.allow_override);
         if target.ignored_override {
-            let uid = cluster["metadata"]["uid"]
-                .as_str()
-                .unwrap_or(name)
-                .to_owned();
-            if self
-                .warned_overrides
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(uid)
-            {
+            let first = self.states.with(parent_uid, |state| {
+                state.warned_overrides.insert(name.to_owned())
+            });
+            if first {
                 tracing::warn!(
                     cluster = name,
                     namespace = clusters.namespace,
@@ -279,12 +264,13 @@ impl AddressBook {
     async fn resolve(
         &mut self,
         io: &RayIo,
+        parent_uid: &str,
         clusters: &Clusters<'_>,
         name: &str,
     ) -> &Result<DashboardAddress, String> {
         match self.0.entry(name.to_owned()) {
             Entry::Occupied(known) => known.into_mut(),
-            Entry::Vacant(new) => new.insert(io.address(clusters, name).await),
+            Entry::Vacant(new) => new.insert(io.address(parent_uid, clusters, name).await),
         }
     }
 
@@ -424,32 +410,32 @@ mod tests {
 
     #[test]
     fn results_are_delivered_once_and_queries_replaced() {
-        let io = RayIo::new(&ControllerConfig::default());
+        let io = RayIo::new(&ControllerConfig::default(), Arc::default());
         let query = RayQuery::Job(("rc".into(), "id".into()));
         assert!(io.remember("p", vec![query.clone()]));
         assert!(!io.remember("p", vec![query.clone()]));
         assert!(io.remember("p", vec![RayQuery::Dashboard("rc".into()), query]));
-        io.with_memory("p", |memory| {
-            memory.results.push(ActionResult {
+        io.states.with("p", |state| {
+            state.ray_results.push(ActionResult {
                 id: "a".into(),
                 at: now(),
                 outcome: Ok(String::new()),
             });
-            memory.results.push(ActionResult {
+            state.ray_results.push(ActionResult {
                 id: "b".into(),
                 at: now(),
                 outcome: Err("x".into()),
             });
         });
         io.delivered("p", 1);
-        io.with_memory("p", |memory| {
-            assert_eq!(memory.results.len(), 1);
-            assert_eq!(memory.results[0].id, "b");
+        io.states.with("p", |state| {
+            assert_eq!(state.ray_results.len(), 1);
+            assert_eq!(state.ray_results[0].id, "b");
         });
         io.delivered("p", 5);
         assert!(!io.remember("p", vec![]));
-        io.with_memory("p", |memory| {
-            assert!(memory.results.is_empty() && memory.queries.is_empty())
+        io.states.with("p", |state| {
+            assert!(state.ray_results.is_empty() && state.ray_queries.is_empty())
         });
     }
 }

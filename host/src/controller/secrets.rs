@@ -4,21 +4,22 @@
 //! changes it afterwards. The plugin refers to it by name (e.g. a token-auth RayCluster's
 //! pods read `auth_token` from Secret `<cluster>`).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, PostParams};
 
+use super::parent_state::ParentStates;
 use super::wit::GeneratedSecret;
 
-/// Remembers which Secrets are known to exist, so that each costs one read per parent and
-/// process, not one per reconcile.
-#[derive(Debug, Default)]
+/// Remembers (in each parent's state) which Secrets are known to exist, so that each costs
+/// one read per parent and process, not one per reconcile.
+#[derive(Debug)]
 pub struct SecretsEnsured {
-    known: Mutex<HashSet<(String, String)>>,
+    states: Arc<ParentStates>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,10 @@ pub enum SecretError {
 }
 
 impl SecretsEnsured {
+    pub fn new(states: Arc<ParentStates>) -> Self {
+        SecretsEnsured { states }
+    }
+
     /// Makes sure each wanted Secret exists; returns how many it created.
     pub async fn ensure(
         &self,
@@ -54,8 +59,10 @@ impl SecretsEnsured {
     ) -> Result<usize, SecretError> {
         let mut created = 0;
         for secret in wanted {
-            let key = (parent_uid.to_owned(), secret.name.clone());
-            if self.lock().contains(&key) {
+            let known = self.states.with(parent_uid, |state| {
+                state.secrets_known.contains(&secret.name)
+            });
+            if known {
                 continue;
             }
             let name = secret.name.clone();
@@ -76,18 +83,11 @@ impl SecretsEnsured {
                     Err(source) => return Err(SecretError::Create { name, source }),
                 }
             }
-            self.lock().insert(key);
+            self.states.with(parent_uid, |state| {
+                state.secrets_known.insert(secret.name.clone())
+            });
         }
         Ok(created)
-    }
-
-    /// Forgets a deleted parent's Secrets.
-    pub fn forget(&self, parent_uid: &str) {
-        self.lock().retain(|(uid, _)| uid != parent_uid);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

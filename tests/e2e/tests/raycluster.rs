@@ -1096,3 +1096,177 @@ async fn deleting_a_gcs_ft_cluster_runs_the_redis_cleanup_first() -> anyhow::Res
     .await?;
     fx.finish().await
 }
+
+/// Contract 0.3: a plugin owns its parent's finalizer. One that never releases it holds the
+/// deletion, and the parent says which plugin holds it; nothing else is waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_never_releases_its_finalizer_holds_the_deletion_visibly()
+-> anyhow::Result<()> {
+    const HELD: &str = "example.com/never-released";
+    let options = OperatorOptions {
+        extra_plugins: vec![(
+            "holder".to_owned(),
+            PathBuf::from(wasmray::builtin::test_plugins::HOSTILE),
+            format!("hold-finalizer {HELD}"),
+        )],
+        ..OperatorOptions::default()
+    };
+    let fx = Fixture::new("rc-finalizer", options).await?;
+    let mut held = load_sample(&samples_dir().join("ray-cluster.helm-default.yaml"))?;
+    held["metadata"]["name"] = json!("held");
+    held["metadata"]["annotations"] = json!({"wasmray.io/plugin": "holder"});
+    fx.create(held).await?;
+    eventually("the plugin's finalizer on the cluster", || async {
+        let cluster = fx.clusters().get("held").await?;
+        ensure!(
+            cluster.finalizers().iter().any(|name| name == HELD),
+            "{:?}",
+            cluster.finalizers()
+        );
+        Ok(())
+    })
+    .await?;
+
+    fx.clusters()
+        .delete("held", &DeleteParams::default())
+        .await?;
+    eventually("the DeletionBlocked condition", || async {
+        let status = fx.status("held").await?;
+        let blocked = condition(&status, "DeletionBlocked").context("no DeletionBlocked")?;
+        let message = blocked["message"].as_str().unwrap_or_default();
+        ensure!(blocked["status"] == "True", "{blocked}");
+        ensure!(
+            message.contains(HELD) && message.contains("\"holder\"") && message.contains("sha256:"),
+            "{message}"
+        );
+        Ok(())
+    })
+    .await?;
+    // Still there after more reconciles: the host never drops a plugin's finalizer itself.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = fx.clusters().get("held").await?;
+    ensure!(still.metadata.deletion_timestamp.is_some());
+    ensure!(still.finalizers().iter().any(|name| name == HELD));
+
+    // An administrator's way out, as for any stuck finalizer.
+    fx.clusters()
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    eventually("the cluster gone", || async {
+        ensure!(
+            fx.clusters().get_opt("held").await?.is_none(),
+            "still there"
+        );
+        Ok(())
+    })
+    .await?;
+    fx.finish().await
+}
+
+/// Contract 0.3: a plugin asks for a Secret with random content; the host creates it once,
+/// owned by the parent, with the size asked for, and never rewrites it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_gets_the_generated_secret_it_asks_for_once() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let options = OperatorOptions {
+        extra_plugins: vec![(
+            "secretive".to_owned(),
+            PathBuf::from(wasmray::builtin::test_plugins::HOSTILE),
+            "generate-secret s3cret-of-secretive key 48".to_owned(),
+        )],
+        ..OperatorOptions::default()
+    };
+    let fx = Fixture::new("rc-secret", options).await?;
+    let mut object = load_sample(&samples_dir().join("ray-cluster.helm-default.yaml"))?;
+    object["metadata"]["name"] = json!("secretive");
+    object["metadata"]["annotations"] = json!({"wasmray.io/plugin": "secretive"});
+    let created = fx.create(object).await?;
+    let secrets: Api<Secret> = Api::namespaced(fx.client.clone(), &fx.ns.name);
+    let secret = eventually("the generated Secret", || async {
+        secrets
+            .get_opt("s3cret-of-secretive")
+            .await?
+            .context("no Secret")
+    })
+    .await?;
+    let owner = secret.owner_references().first().context("no owner")?;
+    ensure!(owner.kind == "RayCluster" && Some(&owner.uid) == created.metadata.uid.as_ref());
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get("key"))
+        .context("no key")?;
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &value.0)?;
+    ensure!(raw.len() == 48, "base64 of {} bytes", raw.len());
+    // More calls ask again; the Secret is left as it is.
+    let calls = fx.operator.stats.plugin_calls();
+    fx.clusters()
+        .patch(
+            "secretive",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"touch": "1"}}})),
+        )
+        .await?;
+    eventually("another call", || async {
+        ensure!(fx.operator.stats.plugin_calls() > calls, "no call yet");
+        Ok(())
+    })
+    .await?;
+    let again = secrets.get("s3cret-of-secretive").await?;
+    ensure!(again.resource_version() == secret.resource_version());
+    fx.finish().await
+}
+
+/// A reconciler built against contract 0.2.0 still serves a cluster on a 0.3.0 host, and
+/// `spec.managedBy` naming another controller is the host's gate: no call, no write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_0_2_plugin_still_serves_and_managed_by_others_is_left_alone()
+-> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let options = OperatorOptions {
+        extra_plugins: vec![(
+            "contract-0-2".to_owned(),
+            PathBuf::from(wasmray::builtin::test_plugins::CONTRACT_0_2),
+            "from e2e".to_owned(),
+        )],
+        ..OperatorOptions::default()
+    };
+    let fx = Fixture::new("rc-contract", options).await?;
+    let mut old = load_sample(&samples_dir().join("ray-cluster.helm-default.yaml"))?;
+    old["metadata"]["name"] = json!("old");
+    old["metadata"]["annotations"] = json!({"wasmray.io/plugin": "contract-0-2"});
+    let created = fx.create(old).await?;
+    let mut elsewhere = load_sample(&samples_dir().join("ray-cluster.helm-default.yaml"))?;
+    elsewhere["metadata"]["name"] = json!("elsewhere");
+    elsewhere["spec"]["managedBy"] = json!("kueue.x-k8s.io/multikueue");
+    fx.create(elsewhere).await?;
+
+    eventually("the 0.2.0 plugin's ConfigMap", || async {
+        let maps: Api<ConfigMap> = Api::namespaced(fx.client.clone(), &fx.ns.name);
+        let map = maps.get("old-contract-0-2").await?;
+        ensure!(
+            map.owner_references().first().map(|owner| &owner.uid) == created.metadata.uid.as_ref()
+        );
+        let data = map.data.unwrap_or_default();
+        ensure!(
+            data.get("contract").map(String::as_str) == Some("0.2.0")
+                && data.get("config").map(String::as_str) == Some("from e2e"),
+            "{data:?}"
+        );
+        Ok(())
+    })
+    .await?;
+    // A built-in cluster beside them comes up, so the controller did run for `elsewhere`.
+    fx.create_sample("ray-cluster.helm-default.yaml").await?;
+    fx.wait_ready("raycluster-kuberay", 2).await?;
+    ensure!(fx.pods("elsewhere").await?.is_empty(), "pods for elsewhere");
+    ensure!(
+        fx.status("elsewhere").await?.is_null(),
+        "status written for elsewhere"
+    );
+    fx.finish().await
+}

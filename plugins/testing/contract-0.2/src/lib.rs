@@ -3,11 +3,10 @@
 //! version was. The host's tests load it to prove that a host serving 0.3.0 still serves
 //! 0.2.0 plugins.
 //!
-//! For every parent it answers a status that echoes what it saw, in the shape 0.2.0 gave
-//! it: `{"contract": "0.2.0", "config": <config>, "pods": <count>, "podWriteFailure":
-//! <the "pod-write-failure" extension, or null>}`, and applies one ConfigMap
-//! `<parent>-contract-0-2` so the host's writes are exercised too. Its configuration text
-//! `refuse` makes it refuse every call.
+//! For every parent it applies one ConfigMap `<parent>-contract-0-2` whose data echoes what
+//! it saw, in the shape 0.2.0 gave it: `contract` ("0.2.0"), `config` (its configuration),
+//! `pods` (how many) and `podWriteFailure` (the "pod-write-failure" extension, or `null`).
+//! Its configuration text `refuse` makes it refuse every call.
 
 // Only a component carries the export; the crate is never built natively.
 #![cfg(target_arch = "wasm32")]
@@ -70,14 +69,12 @@ impl Guest for ContractZeroTwo {
             .map_or_else(|| "null".to_owned(), |(_, json)| json.clone());
         // 41 words per pod in the 0.2.0 table.
         let pods = input.pods.pods.len() / 41;
-        let status = format!(
-            "{{\"contract\":\"0.2.0\",\"config\":{},\"pods\":{pods},\"podWriteFailure\":{failure}}}",
-            quoted(&input.config)
-        );
         let name = parent_name(&input.parent);
         let config_map = format!(
-            "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":{}}},\"data\":{{\"contract\":\"0.2.0\"}}}}",
-            quoted(&format!("{name}-contract-0-2"))
+            "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":{}}},\"data\":{{\"contract\":\"0.2.0\",\"config\":{},\"pods\":\"{pods}\",\"podWriteFailure\":{}}}}}",
+            quoted(&format!("{name}-contract-0-2")),
+            quoted(&input.config),
+            quoted(&failure),
         );
         Ok(ReconcileOutput {
             create_pods: Vec::new(),
@@ -86,7 +83,7 @@ impl Guest for ContractZeroTwo {
                 mode: WriteMode::Apply,
             }],
             delete: Vec::new(),
-            status: Some(status),
+            status: None,
             events: Vec::new(),
             ray_actions: Vec::new(),
             ray_queries: Vec::new(),

@@ -17,9 +17,8 @@
 //! - `write-pods <n> <json>`: parses `<json>` (an array of pods) once, then turns the pods
 //!   into pod sets `n` times and answers the last ones;
 //! - `hold-finalizer <name>`: asks for finalizer `<name>` and never releases it (its
-//!   deletion verdict is always "not done"), with a status `{"holding": <name>}`;
-//! - `generate-secret <name> <key> <bytes>`: asks for a generated Secret, with a status
-//!   `{"secret": <name>}`.
+//!   deletion verdict is always "not done");
+//! - `generate-secret <name> <key> <bytes>`: asks for a generated Secret.
 //!
 //! `validate-config` refuses a configuration that starts with `invalid-config`.
 //!
@@ -105,7 +104,6 @@ impl Reconciler for Hostile {
             "malformed-deletion" => decision.delete("v1", "Pod", "some-pod", "", "no uid"),
             "hold-finalizer" => {
                 decision.finalizer(argument, FinalizerIntent::Add);
-                decision.set_status(&json!({"holding": argument}))?;
             }
             "generate-secret" => {
                 let mut words = argument.split(' ');
@@ -121,7 +119,6 @@ impl Reconciler for Hostile {
                     .parse()
                     .map_err(|_| PluginError::new("InvalidConfig", "bytes must be a number"))?;
                 decision.generated_secret(name, key, bytes, Vec::new());
-                decision.set_status(&json!({"secret": name}))?;
             }
             "probe" => decision.set_status(&probe_sandbox(argument))?,
             "identify" => {

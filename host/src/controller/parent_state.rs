@@ -1,0 +1,107 @@
+//! What the host remembers about each parent between reconciles, in one map under one lock,
+//! dropped by one [`ParentStates::forget`] when the parent is deleted. Nothing here survives
+//! a restart: a plugin decides from Kubernetes state and fresh Ray queries alone.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::expectations::Expectation;
+use super::wit::{ActionResult, FailedWrite, RayQuery};
+
+/// The host's memory of one parent.
+#[derive(Debug, Default)]
+pub struct ParentState {
+    /// Writes the caches must show before the plugin is called again, since the latest.
+    pub expected: Option<(Instant, Vec<Expectation>)>,
+    /// Consecutive failed reconciles, for backoff.
+    pub failures: u32,
+    /// The failed writes of the last call, for the next.
+    pub failed_writes: Vec<FailedWrite>,
+    /// The Ray queries of the last answer, made before the next call.
+    pub ray_queries: Vec<RayQuery>,
+    /// Results of Ray actions not yet passed to the plugin.
+    pub ray_results: Vec<ActionResult>,
+    /// Clusters whose ignored dashboard-address annotation was logged already.
+    pub warned_overrides: BTreeSet<String>,
+    /// Generated Secrets known to exist.
+    pub secrets_known: BTreeSet<String>,
+}
+
+/// Every parent's state, by uid.
+#[derive(Debug, Default)]
+pub struct ParentStates {
+    states: Mutex<HashMap<String, ParentState>>,
+}
+
+impl ParentStates {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ParentState>> {
+        // Updates are single assignments or pushes: a panic elsewhere cannot leave a state
+        // half-written, so a poisoned lock is still usable.
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the state of parent `uid`, made empty if there is none.
+    pub fn with<T>(&self, uid: &str, f: impl FnOnce(&mut ParentState) -> T) -> T {
+        let mut states = self.lock();
+        match states.get_mut(uid) {
+            Some(state) => f(state),
+            None => f(states.entry(uid.to_owned()).or_default()),
+        }
+    }
+
+    /// Runs `f` on the state of parent `uid` if there is one (a read that must not create
+    /// an entry for every parent it looks at).
+    pub fn with_existing<T>(&self, uid: &str, f: impl FnOnce(&mut ParentState) -> T) -> Option<T> {
+        self.lock().get_mut(uid).map(f)
+    }
+
+    /// Forgets a deleted parent: everything the host remembered of it.
+    pub fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    /// How many parents the host remembers something of.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many parents satisfy `predicate`.
+    pub fn count(&self, predicate: impl Fn(&ParentState) -> bool) -> usize {
+        self.lock()
+            .values()
+            .filter(|state| predicate(state))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_forget_drops_everything_of_a_parent() {
+        let states = ParentStates::default();
+        states.with("p", |state| {
+            state.failures = 2;
+            state.warned_overrides.insert("rc".into());
+            state.secrets_known.insert("rc".into());
+            state.ray_queries.push(RayQuery::Dashboard("rc".into()));
+        });
+        states.with("q", |state| state.failures = 1);
+        assert_eq!(states.with_existing("absent", |_| ()), None);
+        assert_eq!(
+            states.len(),
+            2,
+            "a read of an absent parent creates nothing"
+        );
+        states.forget("p");
+        assert_eq!(states.len(), 1);
+        assert_eq!(states.with("p", |state| state.failures), 0);
+        assert!(states.with("p", |state| state.warned_overrides.is_empty()));
+    }
+}
