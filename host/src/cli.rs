@@ -419,12 +419,14 @@ impl Settings {
         } else {
             flags.watch_namespace
         };
-        let mut namespaces: Vec<String> = namespaces
+        // A set: a namespace given twice (`a,b,a`) must not get two controllers.
+        let namespaces: Vec<String> = namespaces
             .iter()
             .map(|namespace| namespace.trim().to_owned())
             .filter(|namespace| !namespace.is_empty())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
-        namespaces.dedup();
 
         let concurrency = flags
             .reconcile_concurrency
@@ -722,6 +724,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         .into_iter()
         .flatten()
         .collect();
+    // Two entries at most, so removing adjacent duplicates removes them all.
     addresses.dedup();
     let mut servers = Vec::new();
     for address in addresses {
@@ -887,6 +890,19 @@ mod tests {
         assert!(Flags::try_parse_from(["wasmray", "--reconcile-concurrency", "0"]).is_err());
         assert!(Flags::try_parse_from(["wasmray", "--feature-gates", "X=maybe"]).is_err());
         assert!(Flags::try_parse_from(["wasmray", "--plugin", "no-path"]).is_err());
+    }
+
+    #[test]
+    fn a_namespace_given_twice_is_watched_once() {
+        let flags = flags(&["--watch-namespace", "b,a", "--watch-namespace=b,a, c"]);
+        let settings = Settings::resolve(flags, FileConfig::default(), no_files).unwrap();
+        assert_eq!(settings.controller.namespaces, ["a", "b", "c"]);
+        let file = FileConfig {
+            watch_namespace: Some("a,b,a".to_owned()),
+            ..FileConfig::default()
+        };
+        let settings = Settings::resolve(Flags::default(), file, no_files).unwrap();
+        assert_eq!(settings.controller.namespaces, ["a", "b"]);
     }
 
     #[test]
