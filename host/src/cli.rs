@@ -179,24 +179,14 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A Go-style duration: `500ms`, `15s`, `2m`, `1h`.
+/// A duration as Go and Kubernetes write them: `500ms`, `15s`, `1m30s`, `1.5h`. jiff's
+/// "friendly" format reads those (and ISO 8601's `PT15S`), so no parser of our own.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m or h)"))?;
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
+    let parsed: jiff::SignedDuration = text
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 15s"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+        .map_err(|err| format!("{text:?} is not a duration like 15s or 1m30s: {err}"))?;
+    Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
 /// A plugin loaded from a file (config file form).
@@ -1046,13 +1036,42 @@ pluginConfig: {policy: "maxWorkers: 3"}
 
     #[test]
     fn durations_as_go_writes_them() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("15").is_err());
-        assert!(parse_duration("15d").is_err());
-        assert!(parse_duration("s").is_err());
+        let ms = Duration::from_millis;
+        for (text, expected) in [
+            ("15s", ms(15_000)),
+            (" 10s ", ms(10_000)),
+            ("500ms", ms(500)),
+            ("1.5m", ms(90_000)),
+            ("1m30s", ms(90_000)),
+            ("2h", ms(7_200_000)),
+            ("1h0m2s", ms(3_602_000)),
+            ("0.5s", ms(500)),
+            ("250us", Duration::from_micros(250)),
+            ("0s", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for text in ["15", "15d", "s", "", "-5s", "ten seconds", "1.5.5s"] {
+            assert!(parse_duration(text).is_err(), "{text:?} was accepted");
+        }
+        // Flags and the config file go through it.
+        let flags = flags(&["--leader-election-lease-duration=1m30s"]);
+        let file = FileConfig {
+            leader_election_renew_deadline: Some("1m".to_owned()),
+            leader_election_retry_period: Some("500ms".to_owned()),
+            ..FileConfig::default()
+        };
+        let timings = Settings::resolve(flags, file, no_files)
+            .unwrap()
+            .lease_timings;
+        assert_eq!(
+            (
+                timings.lease_duration,
+                timings.renew_deadline,
+                timings.retry_period
+            ),
+            (ms(90_000), ms(60_000), ms(500))
+        );
     }
 
     #[tokio::test]
