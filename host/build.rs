@@ -1,5 +1,6 @@
 //! Builds the workspace's plugins as wasm32-wasip2 components and embeds the built-in
 //! ones, so `cargo build -p wasmray` is the one command that produces a complete binary.
+//! The example and hostile plugins are built for tests: only their paths are compiled in.
 //!
 //! Each plugin is built by a nested `cargo build --release --target wasm32-wasip2` into
 //! its own target directory (`<target>/wasm-plugins`), which avoids waiting on the outer
@@ -16,15 +17,30 @@ use std::process::Command;
 /// Plugins embedded in the operator binary: (registered name, cargo package).
 /// Adding a built-in plugin is one line here.
 const BUILTIN: &[(&str, &str)] = &[
-    ("example-reconciler", "wasmray-example-reconciler"),
-    ("example-scheduler", "wasmray-example-scheduler"),
-    ("example-autoscaler", "wasmray-example-autoscaler"),
     ("raycluster", "wasmray-plugin-raycluster"),
     ("rayjob", "wasmray-plugin-rayjob"),
 ];
 
 /// Plugins built for tests only: their paths are compiled in, never their bytes.
-const TEST_ONLY: &[(&str, &str)] = &[("HOSTILE", "wasmray-test-hostile")];
+/// (constant, cargo package, registered name if it is an example plugin).
+const TEST_ONLY: &[(&str, &str, Option<&str>)] = &[
+    ("HOSTILE", "wasmray-test-hostile", None),
+    (
+        "EXAMPLE_RECONCILER",
+        "wasmray-example-reconciler",
+        Some("example-reconciler"),
+    ),
+    (
+        "EXAMPLE_SCHEDULER",
+        "wasmray-example-scheduler",
+        Some("example-scheduler"),
+    ),
+    (
+        "EXAMPLE_AUTOSCALER",
+        "wasmray-example-autoscaler",
+        Some("example-autoscaler"),
+    ),
+];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
@@ -57,22 +73,14 @@ fn main() -> BuildResult<()> {
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
-    let mut builtin_rs = String::from(
-        "/// Plugins embedded in this binary.\npub const BUILTIN_PLUGINS: &[BuiltinPlugin] = &[\n",
-    );
+    let mut shipped = Vec::new();
     for (name, package) in BUILTIN {
         let wasm = build_plugin(&workspace, &plugin_target, &out_dir, package)?;
-        writeln!(
-            builtin_rs,
-            "    BuiltinPlugin {{ name: {name:?}, bytes: include_bytes!({:?}) }},",
-            wasm.display()
-        )?;
+        shipped.push((*name, wasm));
     }
-    builtin_rs.push_str("];\n");
-    std::fs::write(out_dir.join("builtin_plugins.rs"), builtin_rs)?;
-
     let mut test_rs = String::new();
-    for (constant, package) in TEST_ONLY {
+    let mut examples = Vec::new();
+    for (constant, package, example) in TEST_ONLY {
         let wasm = build_plugin(&workspace, &plugin_target, &out_dir, package)?;
         writeln!(test_rs, "/// Component file of `{package}`.")?;
         writeln!(
@@ -80,8 +88,44 @@ fn main() -> BuildResult<()> {
             "pub const {constant}: &str = {:?};",
             wasm.display()
         )?;
+        if let Some(name) = example {
+            examples.push((*name, *constant, wasm));
+        }
     }
+    test_rs.push_str("/// The example plugins: (registered name, component file).\n");
+    test_rs.push_str("pub const EXAMPLES: &[(&str, &str)] = &[\n");
+    for (name, constant, _) in &examples {
+        writeln!(test_rs, "    ({name:?}, {constant}),")?;
+    }
+    test_rs.push_str("];\n");
     std::fs::write(out_dir.join("test_plugins.rs"), test_rs)?;
+
+    // The shipped list, and for this crate's own unit tests only the same plus the
+    // examples' bytes (see builtin.rs), which never reach the operator binary.
+    let mut builtin_rs = String::new();
+    for (list, with_examples) in [("SHIPPED_PLUGINS", false), ("UNIT_TEST_PLUGINS", true)] {
+        if with_examples {
+            builtin_rs.push_str("#[cfg(test)]\n");
+        }
+        writeln!(builtin_rs, "const {list}: &[BuiltinPlugin] = &[")?;
+        let extra = examples
+            .iter()
+            .filter(|_| with_examples)
+            .map(|(name, _, wasm)| (*name, wasm));
+        for (name, wasm) in shipped
+            .iter()
+            .map(|(name, wasm)| (*name, wasm))
+            .chain(extra)
+        {
+            writeln!(
+                builtin_rs,
+                "    BuiltinPlugin {{ name: {name:?}, bytes: include_bytes!({:?}) }},",
+                wasm.display()
+            )?;
+        }
+        builtin_rs.push_str("];\n");
+    }
+    std::fs::write(out_dir.join("builtin_plugins.rs"), builtin_rs)?;
     Ok(())
 }
 

@@ -1077,6 +1077,16 @@ pluginConfig: {policy: "maxWorkers: 3"}
     #[tokio::test]
     async fn bindings_and_the_batch_scheduler_must_match_installed_plugins() {
         let plugins = PluginHost::with_builtins(None).await.unwrap();
+        let (_, scheduler) = crate::builtin::test_plugins::EXAMPLES
+            .iter()
+            .find(|(name, _)| *name == "example-scheduler")
+            .unwrap();
+        let scheduler = plugins
+            .runtime()
+            .load_file("example-scheduler", Path::new(scheduler))
+            .await
+            .unwrap();
+        plugins.runtime().registry().install(scheduler);
         let check = |args: &[&str]| {
             let settings = Settings::resolve(flags(args), FileConfig::default(), no_files).unwrap();
             check_plugins(&plugins, &settings).map_err(|error| error.to_string())

@@ -7,7 +7,7 @@
 //! use wasmray::runtime::{Runtime, RuntimeConfig};
 //! let runtime = Runtime::new(RuntimeConfig::default())?;
 //! runtime.install_builtins().await?;
-//! let output = runtime.reconcile("example-reconciler", &input).await?;
+//! let output = runtime.reconcile("raycluster", &input).await?;
 //! # Ok(()) }
 //! ```
 
@@ -225,7 +225,7 @@ impl Runtime {
 
     /// Loads and installs every plugin embedded in the binary.
     pub async fn install_builtins(&self) -> Result<Vec<Arc<Plugin>>, LoadError> {
-        self.install_all(crate::builtin::BUILTIN_PLUGINS).await
+        self.install_all(crate::builtin::INSTALLED_PLUGINS).await
     }
 
     /// Loads and installs the given plugins, one after the other: wasmtime already
