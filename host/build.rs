@@ -1,5 +1,6 @@
 //! Builds the workspace's plugins as wasm32-wasip2 components and embeds the built-in
 //! ones, so `cargo build -p wasmray` is the one command that produces a complete binary.
+//! The example and hostile plugins are built for tests: only their paths are compiled in.
 //!
 //! Each plugin is built by a nested `cargo build --release --target wasm32-wasip2` into
 //! its own target directory (`<target>/wasm-plugins`), which avoids waiting on the outer
@@ -16,17 +17,30 @@ use std::process::Command;
 /// Plugins embedded in the operator binary: (registered name, cargo package).
 /// Adding a built-in plugin is one line here.
 const BUILTIN: &[(&str, &str)] = &[
-    ("example-reconciler", "wasmray-example-reconciler"),
-    ("example-scheduler", "wasmray-example-scheduler"),
-    ("example-autoscaler", "wasmray-example-autoscaler"),
     ("raycluster", "wasmray-plugin-raycluster"),
     ("rayjob", "wasmray-plugin-rayjob"),
 ];
 
 /// Plugins built for tests only: their paths are compiled in, never their bytes.
-const TEST_ONLY: &[(&str, &str)] = &[
-    ("HOSTILE", "wasmray-test-hostile"),
-    ("CONTRACT_0_2", "wasmray-test-contract-0-2"),
+/// (constant, cargo package, registered name if it is an example plugin).
+const TEST_ONLY: &[(&str, &str, Option<&str>)] = &[
+    ("HOSTILE", "wasmray-test-hostile", None),
+    ("CONTRACT_0_2", "wasmray-test-contract-0-2", None),
+    (
+        "EXAMPLE_RECONCILER",
+        "wasmray-example-reconciler",
+        Some("example-reconciler"),
+    ),
+    (
+        "EXAMPLE_SCHEDULER",
+        "wasmray-example-scheduler",
+        Some("example-scheduler"),
+    ),
+    (
+        "EXAMPLE_AUTOSCALER",
+        "wasmray-example-autoscaler",
+        Some("example-autoscaler"),
+    ),
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -60,11 +74,35 @@ fn main() -> BuildResult<()> {
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
-    let mut builtin_rs = String::from(
-        "/// Plugins embedded in this binary.\npub const BUILTIN_PLUGINS: &[BuiltinPlugin] = &[\n",
-    );
+    let mut shipped = Vec::new();
     for (name, package) in BUILTIN {
         let wasm = build_plugin(&workspace, &plugin_target, &out_dir, package)?;
+        shipped.push((*name, wasm));
+    }
+    let mut test_rs = String::new();
+    let mut examples = Vec::new();
+    for (constant, package, example) in TEST_ONLY {
+        let wasm = build_plugin(&workspace, &plugin_target, &out_dir, package)?;
+        writeln!(test_rs, "/// Component file of `{package}`.")?;
+        writeln!(
+            test_rs,
+            "pub const {constant}: &str = {:?};",
+            wasm.display()
+        )?;
+        if let Some(name) = example {
+            examples.push((*name, *constant, wasm));
+        }
+    }
+    test_rs.push_str("/// The example plugins: (registered name, component file).\n");
+    test_rs.push_str("pub const EXAMPLES: &[(&str, &str)] = &[\n");
+    for (name, constant, _) in &examples {
+        writeln!(test_rs, "    ({name:?}, {constant}),")?;
+    }
+    test_rs.push_str("];\n");
+    std::fs::write(out_dir.join("test_plugins.rs"), test_rs)?;
+
+    let mut builtin_rs = String::from("const SHIPPED_PLUGINS: &[BuiltinPlugin] = &[\n");
+    for (name, wasm) in &shipped {
         writeln!(
             builtin_rs,
             "    BuiltinPlugin {{ name: {name:?}, bytes: include_bytes!({:?}) }},",
@@ -73,18 +111,6 @@ fn main() -> BuildResult<()> {
     }
     builtin_rs.push_str("];\n");
     std::fs::write(out_dir.join("builtin_plugins.rs"), builtin_rs)?;
-
-    let mut test_rs = String::new();
-    for (constant, package) in TEST_ONLY {
-        let wasm = build_plugin(&workspace, &plugin_target, &out_dir, package)?;
-        writeln!(test_rs, "/// Component file of `{package}`.")?;
-        writeln!(
-            test_rs,
-            "pub const {constant}: &str = {:?};",
-            wasm.display()
-        )?;
-    }
-    std::fs::write(out_dir.join("test_plugins.rs"), test_rs)?;
     Ok(())
 }
 

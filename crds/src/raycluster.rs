@@ -11,10 +11,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use crate::cel;
 
 /// Desired state of a Ray cluster.
+#[skip_serializing_none]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "ray.io",
@@ -38,43 +40,44 @@ use crate::cel;
 #[serde(rename_all = "camelCase")]
 pub struct RayClusterSpec {
     /// Ray token authentication (`mode: token` needs rayVersion >= 2.52.0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub auth_options: Option<AuthOptions>,
     /// Deletes every Pod of the cluster while true.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub suspend: Option<bool>,
     /// Which controller reconciles this cluster; immutable. Any value other than
     /// `ray.io/kuberay-operator` makes the operator leave the object alone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("x-kubernetes-validations" = cel::managed_by_rules()))]
     pub managed_by: Option<String>,
     /// Options of the in-tree autoscaler sidecar.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub autoscaler_options: Option<AutoscalerOptions>,
     /// Annotations added to the head Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub head_service_annotations: Option<BTreeMap<String, String>>,
     /// Runs the Ray autoscaler as a sidecar of the head Pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub enable_in_tree_autoscaling: Option<bool>,
     /// GCS fault tolerance backed by Redis.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub gcs_fault_tolerance_options: Option<GcsFaultToleranceOptions>,
     /// The head Pod and its Service.
     pub head_group_spec: HeadGroupSpec,
     /// Ray version of the images; used for version-dependent features.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ray_version: Option<String>,
     /// Worker groups, in order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub worker_group_specs: Option<Vec<WorkerGroupSpec>>,
 }
 
 /// Ray authentication options.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthOptions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub mode: Option<AuthMode>,
 }
 
@@ -87,98 +90,98 @@ pub enum AuthMode {
 }
 
 /// GCS fault tolerance: the GCS keeps its state in Redis so it survives a head restart.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GcsFaultToleranceOptions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub redis_username: Option<RedisCredential>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub redis_password: Option<RedisCredential>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub external_storage_namespace: Option<String>,
     /// `host:port` or a `redis://` / `rediss://` URI.
     pub redis_address: String,
 }
 
 /// A literal value or a reference (Secret, ConfigMap...) as in a container env var.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisCredential {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub value_from: Option<EnvVarSource>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub value: Option<String>,
 }
 
 /// The head group: exactly one head Pod.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HeadGroupSpec {
     /// Pod template of the head; the Ray container is `containers[0]`.
     pub template: PodTemplateSpec,
     /// A complete head Service to use instead of the generated one.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "crate::embedded::serialize_service"
-    )]
+    #[serde(default, serialize_with = "crate::embedded::serialize_service")]
     pub head_service: Option<Service>,
     /// Creates an Ingress for the dashboard.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub enable_ingress: Option<bool>,
     /// Ray logical resources of the head (overrides num-cpus/num-gpus/memory/resources).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub resources: Option<BTreeMap<String, String>>,
     /// Ray node labels (`ray start --labels`), also added to the Pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
     /// Arguments of `ray start`, without the leading `--`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ray_start_params: Option<BTreeMap<String, String>>,
     /// Type of the head Service (ClusterIP, NodePort, LoadBalancer).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub service_type: Option<String>,
 }
 
 /// A group of identical worker Pods.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = cel::worker_group_rules()))]
 pub struct WorkerGroupSpec {
     /// Deletes every Pod of the group while true (used by RayJob's DeleteWorkers policy).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub suspend: Option<bool>,
     /// Name of the group; unique within the cluster.
     pub group_name: String,
     /// Desired number of replicas; clamped to [minReplicas, maxReplicas].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("default" = 0))]
     pub replicas: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("default" = 0))]
     pub min_replicas: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("default" = 2147483647))]
     pub max_replicas: Option<i32>,
     /// Idle time before the autoscaler (v2) removes a worker of this group.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub idle_timeout_seconds: Option<i32>,
     /// Ray logical resources of the group (overrides num-cpus/num-gpus/memory/resources).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub resources: Option<BTreeMap<String, String>>,
     /// Ray node labels (`ray start --labels`), also added to the Pods.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
     /// Arguments of `ray start`, without the leading `--`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ray_start_params: Option<BTreeMap<String, String>>,
     /// Pod template of a worker; the Ray container is `containers[0]`.
     pub template: PodTemplateSpec,
     /// Pods the autoscaler asked to delete.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub scale_strategy: Option<ScaleStrategy>,
     /// Pods per replica (multi-host replicas, e.g. TPU slices).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("default" = 1))]
     pub num_of_hosts: Option<i32>,
 }
@@ -214,40 +217,42 @@ impl WorkerGroupSpec {
 }
 
 /// Scale-down requests of the autoscaler.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleStrategy {
     /// Names of the worker Pods to delete.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub workers_to_delete: Option<Vec<String>>,
 }
 
 /// Options of the Ray autoscaler sidecar.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalerOptions {
     /// Resources of the autoscaler container (default 500m CPU, 512Mi).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub resources: Option<ResourceRequirements>,
     /// Image of the autoscaler container (default: the head's Ray image).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub image_pull_policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub security_context: Option<SecurityContext>,
     /// Seconds a node must be idle before the autoscaler removes it (Ray default 60).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub idle_timeout_seconds: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub upscaling_mode: Option<UpscalingMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub version: Option<AutoscalerVersion>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub env: Option<Vec<EnvVar>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub env_from: Option<Vec<EnvFromSource>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub volume_mounts: Option<Vec<VolumeMount>>,
 }
 
@@ -288,58 +293,47 @@ impl RayClusterSpec {
 }
 
 /// Observed state of a Ray cluster.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RayClusterStatus {
     /// Deprecated summary state: `ready` or `suspended`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub state: Option<ClusterState>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reason: Option<String>,
-    #[serde(
-        default,
-        rename = "desiredCPU",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "desiredCPU")]
     pub desired_cpu: Option<Quantity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub desired_memory: Option<Quantity>,
-    #[serde(
-        default,
-        rename = "desiredGPU",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "desiredGPU")]
     pub desired_gpu: Option<Quantity>,
-    #[serde(
-        default,
-        rename = "desiredTPU",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "desiredTPU")]
     pub desired_tpu: Option<Quantity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_update_time: Option<Time>,
     /// When the cluster last entered each state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub state_transition_times: Option<BTreeMap<String, Time>>,
     /// Head Service port name to port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub endpoints: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub head: Option<HeadInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<Condition>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ready_worker_replicas: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub available_worker_replicas: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub desired_worker_replicas: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub min_worker_replicas: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max_worker_replicas: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub observed_generation: Option<i64>,
 }
 
@@ -355,15 +349,16 @@ pub enum ClusterState {
 }
 
 /// Where the head runs.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HeadInfo {
-    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "podIP")]
     pub pod_ip: Option<String>,
-    #[serde(default, rename = "serviceIP", skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "serviceIP")]
     pub service_ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub pod_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub service_name: Option<String>,
 }

@@ -7,11 +7,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use crate::cel;
 use crate::raycluster::{RayClusterSpec, RayClusterStatus};
 
 /// Desired state of a Ray job.
+#[skip_serializing_none]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "ray.io",
@@ -32,66 +34,62 @@ use crate::raycluster::{RayClusterSpec, RayClusterStatus};
 #[schemars(extend("x-kubernetes-validations" = cel::ray_job_spec_rules()))]
 pub struct RayJobSpec {
     /// Wall-clock limit in seconds from `status.startTime`; must be positive.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub active_deadline_seconds: Option<i32>,
     /// RayJob-level retries; each retry recreates the RayCluster.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("default" = 0))]
     pub backoff_limit: Option<i32>,
     /// Template of the RayCluster created for this job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ray_cluster_spec: Option<RayClusterSpec>,
     /// Pod template of the submitter Job (K8sJobMode).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub submitter_pod_template: Option<PodTemplateSpec>,
     /// Job metadata passed to `ray job submit --metadata-json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// Runs the job on an existing RayCluster: `ray.io/cluster: <name>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub cluster_selector: Option<BTreeMap<String, String>>,
     /// Options of the submitter Job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub submitter_config: Option<SubmitterConfig>,
     /// Which controller reconciles this job; immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("x-kubernetes-validations" = cel::managed_by_rules()))]
     pub managed_by: Option<String>,
     /// What to delete once the job finishes (feature gate RayJobDeletionPolicy).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub deletion_strategy: Option<DeletionStrategy>,
     /// Shell command of the Ray job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub entrypoint: Option<String>,
     /// Ray runtime environment as YAML.
-    #[serde(
-        default,
-        rename = "runtimeEnvYAML",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "runtimeEnvYAML")]
     pub runtime_env_yaml: Option<String>,
     /// Submission id; generated when empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub job_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("default" = "K8sJobMode"))]
     pub submission_mode: Option<JobSubmissionMode>,
     /// Custom resources reserved for the entrypoint, as a JSON map.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub entrypoint_resources: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub entrypoint_num_cpus: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub entrypoint_num_gpus: Option<f32>,
     /// Seconds after `status.endTime` before cleanup; needs shutdownAfterJobFinishes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("default" = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
     /// Deletes the RayCluster when the job finishes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub shutdown_after_job_finishes: Option<bool>,
     /// Kueue-style suspend: no cluster exists while true.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub suspend: Option<bool>,
 }
 
@@ -138,32 +136,35 @@ pub enum JobSubmissionMode {
 }
 
 /// Options of the submitter Job.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubmitterConfig {
     /// backoffLimit of the submitter batch Job (default 2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub backoff_limit: Option<i32>,
 }
 
 /// What to delete after the job ends: legacy onSuccess/onFailure, or deletionRules.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = cel::deletion_strategy_rules()))]
 pub struct DeletionStrategy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub on_success: Option<DeletionPolicy>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub on_failure: Option<DeletionPolicy>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("minItems" = 1, "x-kubernetes-list-type" = "atomic"))]
     pub deletion_rules: Option<Vec<DeletionRule>>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeletionPolicy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub policy: Option<DeletionPolicyType>,
 }
 
@@ -175,12 +176,13 @@ pub struct DeletionRule {
     pub condition: DeletionCondition,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeletionCondition {
     pub job_status: DeletionJobStatus,
     /// Seconds after the job ended before the policy applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("default" = 0, "minimum" = 0))]
     pub ttl_seconds: Option<i32>,
 }
@@ -213,54 +215,52 @@ pub enum DeletionJobStatus {
 }
 
 /// Observed state of a Ray job.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RayJobStatus {
     /// Start and end as reported by Ray.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ray_job_info: Option<RayJobStatusInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub job_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ray_cluster_name: Option<String>,
     /// `host:port` of the dashboard, without a scheme.
-    #[serde(
-        default,
-        rename = "dashboardURL",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "dashboardURL")]
     pub dashboard_url: Option<String>,
     /// Ray's job status; empty while the job is new.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub job_status: Option<JobStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub job_deployment_status: Option<JobDeploymentStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reason: Option<JobFailedReason>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub start_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub end_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("default" = 0))]
     pub succeeded: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("default" = 0))]
     pub failed: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ray_cluster_status: Option<RayClusterStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub observed_generation: Option<i64>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RayJobStatusInfo {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub start_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub end_time: Option<Time>,
 }
 

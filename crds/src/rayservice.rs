@@ -7,10 +7,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use crate::raycluster::{RayClusterSpec, RayClusterStatus};
 
 /// Desired state of a Ray Serve deployment.
+#[skip_serializing_none]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "ray.io",
@@ -26,36 +28,28 @@ use crate::raycluster::{RayClusterSpec, RayClusterStatus};
 #[serde(rename_all = "camelCase")]
 pub struct RayServiceSpec {
     /// Seconds before an old RayCluster is deleted after a switch-over (default 60).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("minimum" = 0))]
     pub ray_cluster_deletion_delay_seconds: Option<i32>,
     /// Deprecated, ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub service_unhealthy_second_threshold: Option<i32>,
     /// Deprecated, ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub deployment_unhealthy_second_threshold: Option<i32>,
     /// Custom serve Service (name, labels, annotations and type are kept).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "crate::embedded::serialize_service"
-    )]
+    #[serde(default, serialize_with = "crate::embedded::serialize_service")]
     pub serve_service: Option<Service>,
     /// How a changed cluster spec is rolled out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub upgrade_strategy: Option<RayServiceUpgradeStrategy>,
     /// Ray Serve multi-application config, as YAML.
-    #[serde(
-        default,
-        rename = "serveConfigV2",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "serveConfigV2")]
     pub serve_config_v2: Option<String>,
     /// Template of the RayClusters serving the applications.
     pub ray_cluster_config: RayClusterSpec,
     /// Keeps the head Pod out of the serve Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub exclude_head_pod_from_serve_svc: Option<bool>,
 }
 
@@ -72,13 +66,14 @@ impl RayServiceSpec {
     }
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RayServiceUpgradeStrategy {
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "type")]
     pub type_: Option<RayServiceUpgradeType>,
     /// Options of NewClusterWithIncrementalUpgrade.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub cluster_upgrade_options: Option<ClusterUpgradeOptions>,
 }
 
@@ -93,11 +88,12 @@ pub enum RayServiceUpgradeType {
 }
 
 /// Pace of an incremental upgrade.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterUpgradeOptions {
     /// Capacity added to the new cluster per step, in percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("default" = 100))]
     pub max_surge_percent: Option<i32>,
     /// Traffic moved per step, in percent.
@@ -109,66 +105,70 @@ pub struct ClusterUpgradeOptions {
 }
 
 /// Observed state of a RayService.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RayServiceStatuses {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<Condition>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_update_time: Option<Time>,
     /// Deprecated: `Running` when the Ready condition is True.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub service_status: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub active_service_status: Option<RayServiceStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub pending_service_status: Option<RayServiceStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub num_serve_endpoints: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub observed_generation: Option<i64>,
 }
 
 /// State of the Serve applications on one cluster (active or pending).
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RayServiceStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub application_statuses: Option<BTreeMap<String, AppStatus>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub target_capacity: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub traffic_routed_percent: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_traffic_migrated_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ray_cluster_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ray_cluster_status: Option<RayClusterStatus>,
 }
 
 /// One Serve application, as Ray Serve reports it.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub serve_deployment_statuses: Option<BTreeMap<String, ServeDeploymentStatus>>,
     /// NOT_STARTED, DEPLOYING, RUNNING, DEPLOY_FAILED, DELETING or UNHEALTHY.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub message: Option<String>,
 }
 
 /// One Serve deployment of an application.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServeDeploymentStatus {
     /// UPDATING, HEALTHY or UNHEALTHY.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub message: Option<String>,
 }
 

@@ -447,12 +447,20 @@ fn cached_pods_input(parent: &str, cached: &[PodTable]) -> ReconcileInput {
     )
 }
 
-/// The plugin to measure: `WASMRAY_BENCH_PLUGIN` names a built-in plugin or a component
+/// The plugin to measure: `WASMRAY_BENCH_PLUGIN` names a built-in or example plugin or a component
 /// file (`*.wasm`, e.g. a plugin rebuilt after a guest-side change, without rebuilding the
 /// host); the default is the example reconciler.
 fn bench_plugin(tokio: &Tokio, runtime: &Runtime) -> String {
     let chosen =
         std::env::var("WASMRAY_BENCH_PLUGIN").unwrap_or_else(|_| "example-reconciler".to_owned());
+    // The examples are built for tests, not shipped: install them from their files.
+    if let Some((name, path)) = test_plugins::EXAMPLES
+        .iter()
+        .find(|(name, _)| *name == chosen)
+    {
+        install_file(tokio, runtime, name, path);
+        return chosen;
+    }
     if !chosen.ends_with(".wasm") {
         return chosen;
     }

@@ -179,24 +179,14 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A Go-style duration: `500ms`, `15s`, `2m`, `1h`.
+/// A duration as Go and Kubernetes write them: `500ms`, `15s`, `1m30s`, `1.5h`. jiff's
+/// "friendly" format reads those (and ISO 8601's `PT15S`), so no parser of our own.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m or h)"))?;
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
+    let parsed: jiff::SignedDuration = text
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 15s"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+        .map_err(|err| format!("{text:?} is not a duration like 15s or 1m30s: {err}"))?;
+    Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
 /// A plugin loaded from a file (config file form).
@@ -419,12 +409,14 @@ impl Settings {
         } else {
             flags.watch_namespace
         };
-        let mut namespaces: Vec<String> = namespaces
+        // A set: a namespace given twice (`a,b,a`) must not get two controllers.
+        let namespaces: Vec<String> = namespaces
             .iter()
             .map(|namespace| namespace.trim().to_owned())
             .filter(|namespace| !namespace.is_empty())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
-        namespaces.dedup();
 
         let concurrency = flags
             .reconcile_concurrency
@@ -736,6 +728,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         .into_iter()
         .flatten()
         .collect();
+    // Two entries at most, so removing adjacent duplicates removes them all.
     addresses.dedup();
     let mut servers = Vec::new();
     for address in addresses {
@@ -908,6 +901,19 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_given_twice_is_watched_once() {
+        let flags = flags(&["--watch-namespace", "b,a", "--watch-namespace=b,a, c"]);
+        let settings = Settings::resolve(flags, FileConfig::default(), no_files).unwrap();
+        assert_eq!(settings.controller.namespaces, ["a", "b", "c"]);
+        let file = FileConfig {
+            watch_namespace: Some("a,b,a".to_owned()),
+            ..FileConfig::default()
+        };
+        let settings = Settings::resolve(Flags::default(), file, no_files).unwrap();
+        assert_eq!(settings.controller.namespaces, ["a", "b"]);
+    }
+
+    #[test]
     fn defaults_match_kuberay_where_one_exists() {
         let settings =
             Settings::resolve(Flags::default(), FileConfig::default(), no_files).unwrap();
@@ -1048,18 +1054,57 @@ pluginConfig: {policy: "maxWorkers: 3"}
 
     #[test]
     fn durations_as_go_writes_them() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("15").is_err());
-        assert!(parse_duration("15d").is_err());
-        assert!(parse_duration("s").is_err());
+        let ms = Duration::from_millis;
+        for (text, expected) in [
+            ("15s", ms(15_000)),
+            (" 10s ", ms(10_000)),
+            ("500ms", ms(500)),
+            ("1.5m", ms(90_000)),
+            ("1m30s", ms(90_000)),
+            ("2h", ms(7_200_000)),
+            ("1h0m2s", ms(3_602_000)),
+            ("0.5s", ms(500)),
+            ("250us", Duration::from_micros(250)),
+            ("0s", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for text in ["15", "15d", "s", "", "-5s", "ten seconds", "1.5.5s"] {
+            assert!(parse_duration(text).is_err(), "{text:?} was accepted");
+        }
+        // Flags and the config file go through it.
+        let flags = flags(&["--leader-election-lease-duration=1m30s"]);
+        let file = FileConfig {
+            leader_election_renew_deadline: Some("1m".to_owned()),
+            leader_election_retry_period: Some("500ms".to_owned()),
+            ..FileConfig::default()
+        };
+        let timings = Settings::resolve(flags, file, no_files)
+            .unwrap()
+            .lease_timings;
+        assert_eq!(
+            (
+                timings.lease_duration,
+                timings.renew_deadline,
+                timings.retry_period
+            ),
+            (ms(90_000), ms(60_000), ms(500))
+        );
     }
 
     #[tokio::test]
     async fn bindings_and_the_batch_scheduler_must_match_installed_plugins() {
         let plugins = PluginHost::with_builtins(None).await.unwrap();
+        let (_, scheduler) = crate::builtin::test_plugins::EXAMPLES
+            .iter()
+            .find(|(name, _)| *name == "example-scheduler")
+            .unwrap();
+        let scheduler = plugins
+            .runtime()
+            .load_file("example-scheduler", Path::new(scheduler))
+            .await
+            .unwrap();
+        plugins.runtime().registry().install(scheduler);
         let check = |args: &[&str]| {
             let settings = Settings::resolve(flags(args), FileConfig::default(), no_files).unwrap();
             check_plugins(&plugins, &settings).map_err(|error| error.to_string())

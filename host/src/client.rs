@@ -1,56 +1,75 @@
 //! The operator's Kubernetes client: kube's default stack plus one middleware that rate
 //! limits requests client-side (client-go's token bucket: `--qps` refill, `--burst`
 //! capacity) and counts them by method and status code.
+//!
+//! The bucket is governor's GCRA limiter, which is a token bucket without the floating
+//! point bookkeeping; it runs on tokio's clock (so tests can pause time) and the layer
+//! sleeps with tokio for the time governor says, instead of governor's own timer.
 
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use http::{Request, Response};
 // tokio's clock, so that tests can pause time.
 use tokio::time::{Instant, Sleep};
 
 use crate::metrics::Metrics;
 
+/// Time since the limiter was made, on tokio's clock.
+#[derive(Clone, Debug)]
+struct TokioClock {
+    start: Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
 /// A token bucket: `burst` tokens at most, refilled at `qps` per second.
 #[derive(Debug)]
 pub struct TokenBucket {
-    qps: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
+    clock: TokioClock,
+    limiter: RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>,
 }
 
 impl TokenBucket {
     /// None when `qps` is not positive: no limit, as client-go with a negative QPS.
     pub fn new(qps: f32, burst: u32) -> Option<Self> {
-        (qps > 0.0).then(|| {
-            let burst = f64::from(burst.max(1));
-            TokenBucket {
-                qps: f64::from(qps),
-                burst,
-                state: Mutex::new((burst, Instant::now())),
-            }
+        if qps.is_nan() || qps <= 0.0 {
+            return None;
+        }
+        // One token every 1/qps; a rate above a token per nanosecond is one per nanosecond.
+        let period = Duration::try_from_secs_f64(1.0 / f64::from(qps))
+            .unwrap_or(Duration::MAX)
+            .max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period)?
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+        let clock = TokioClock {
+            start: Instant::now(),
+        };
+        Some(TokenBucket {
+            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
+            clock,
         })
     }
 
     /// Takes a token, or says how long until one is available.
-    pub fn try_take(&self, now: Instant) -> Result<(), Duration> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (tokens, last) = &mut *state;
-        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
-        *tokens = (*tokens + elapsed * self.qps).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.qps))
-        }
+    pub fn try_take(&self) -> Result<(), Duration> {
+        self.limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }
 
@@ -116,7 +135,7 @@ where
                     }
                     self.wait = None;
                 }
-                match limiter.try_take(Instant::now()) {
+                match limiter.try_take() {
                     Ok(()) => self.holds_token = true,
                     Err(delay) => self.wait = Some(Box::pin(tokio::time::sleep(delay))),
                 }
@@ -157,24 +176,29 @@ pub fn build(
 mod tests {
     use super::*;
 
-    #[test]
-    fn bucket_allows_a_burst_then_the_rate() {
+    #[tokio::test(start_paused = true)]
+    async fn bucket_allows_a_burst_then_the_rate() {
         let bucket = TokenBucket::new(10.0, 3).unwrap();
-        let start = Instant::now();
         for _ in 0..3 {
-            assert_eq!(bucket.try_take(start), Ok(()));
+            assert_eq!(bucket.try_take(), Ok(()));
         }
-        let wait = bucket.try_take(start).unwrap_err();
+        let wait = bucket.try_take().unwrap_err();
         assert!(wait > Duration::from_millis(99) && wait <= Duration::from_millis(100));
-        assert_eq!(bucket.try_take(start + Duration::from_millis(100)), Ok(()));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(bucket.try_take(), Ok(()));
         // Refill stops at the burst size.
-        let later = start + Duration::from_secs(60);
+        tokio::time::advance(Duration::from_secs(60)).await;
         for _ in 0..3 {
-            assert_eq!(bucket.try_take(later), Ok(()));
+            assert_eq!(bucket.try_take(), Ok(()));
         }
-        assert!(bucket.try_take(later).is_err());
+        assert!(bucket.try_take().is_err());
         assert!(TokenBucket::new(0.0, 10).is_none());
         assert!(TokenBucket::new(-1.0, 10).is_none());
+        assert!(TokenBucket::new(f32::NAN, 10).is_none());
+        // A burst of 0 still lets one request through, as before.
+        let bucket = TokenBucket::new(1.0, 0).unwrap();
+        assert_eq!(bucket.try_take(), Ok(()));
+        assert!(bucket.try_take().is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,6 +7,10 @@
 //! and none is pending. A standby replica (leader election on, lease held elsewhere)
 //! starts no caches and is ready as a standby: it is healthy and able to take over, and a
 //! Deployment with several replicas must be able to finish its rollout.
+//!
+//! Three fixed GET paths on hyper, which the Ray dashboard client already needs: axum
+//! (three more crates) would save about twenty lines and turn the direct `answer` tests
+//! into requests through a router.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

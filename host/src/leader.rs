@@ -11,6 +11,10 @@
 //!   restarts it as a standby.
 //! - On a clean shutdown the leader releases the lease (no holder), so a standby takes over
 //!   at its next retry instead of after the lease duration.
+//!
+//! Not kube-lease-manager (its newest release is built on kube 4 and k8s-openapi 0.28, a
+//! second copy of both beside ours) nor kubert's lease (it needs the Lease created
+//! beforehand; its claim has a renew grace period, not the renew deadline above).
 
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::time::Duration;

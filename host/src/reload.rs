@@ -117,14 +117,18 @@ pub async fn reload(plugins: &PluginHost, name: &str, path: &Path, fit: &Fit) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtin::BUILTIN_PLUGINS;
+    use crate::builtin::{BUILTIN_PLUGINS, test_plugins};
 
-    fn bytes_of(name: &str) -> &'static [u8] {
-        BUILTIN_PLUGINS
+    /// A built-in plugin's bytes, or an example's read from its test build.
+    fn bytes_of(name: &str) -> Vec<u8> {
+        if let Some(builtin) = BUILTIN_PLUGINS.iter().find(|plugin| plugin.name == name) {
+            return builtin.bytes.to_vec();
+        }
+        let (_, path) = test_plugins::EXAMPLES
             .iter()
-            .find(|plugin| plugin.name == name)
-            .map(|plugin| plugin.bytes)
-            .unwrap()
+            .find(|(example, _)| *example == name)
+            .unwrap();
+        std::fs::read(path).unwrap()
     }
 
     #[tokio::test]
@@ -149,28 +153,28 @@ mod tests {
         reload(&plugins, "policy", &path, &fit).await;
         assert_eq!(
             digest(&plugins),
-            Some(digest_of(bytes_of("example-reconciler")))
+            Some(digest_of(&bytes_of("example-reconciler")))
         );
 
         std::fs::write(&path, b"not a component").unwrap();
         reload(&plugins, "policy", &path, &fit).await;
         assert_eq!(
             digest(&plugins),
-            Some(digest_of(bytes_of("example-reconciler"))),
+            Some(digest_of(&bytes_of("example-reconciler"))),
             "a file that does not load keeps the running plugin"
         );
 
         std::fs::write(&path, bytes_of("raycluster")).unwrap();
         reload(&plugins, "policy", &path, &fit).await;
-        assert_eq!(digest(&plugins), Some(digest_of(bytes_of("raycluster"))));
+        assert_eq!(digest(&plugins), Some(digest_of(&bytes_of("raycluster"))));
 
         // Bound to RayCluster: a RayJob-only plugin does not fit, nor does a scheduler.
         std::fs::write(&path, bytes_of("rayjob")).unwrap();
         reload(&plugins, "policy", &path, &fit).await;
-        assert_eq!(digest(&plugins), Some(digest_of(bytes_of("raycluster"))));
+        assert_eq!(digest(&plugins), Some(digest_of(&bytes_of("raycluster"))));
         std::fs::write(&path, bytes_of("example-scheduler")).unwrap();
         reload(&plugins, "policy", &path, &fit).await;
-        assert_eq!(digest(&plugins), Some(digest_of(bytes_of("raycluster"))));
+        assert_eq!(digest(&plugins), Some(digest_of(&bytes_of("raycluster"))));
 
         // A plugin that refuses its configuration does not replace the running one.
         let hostile = std::fs::read(crate::builtin::test_plugins::HOSTILE).unwrap();
@@ -180,7 +184,7 @@ mod tests {
         };
         std::fs::write(&path, &hostile).unwrap();
         reload(&plugins, "policy", &path, &refusing).await;
-        assert_eq!(digest(&plugins), Some(digest_of(bytes_of("raycluster"))));
+        assert_eq!(digest(&plugins), Some(digest_of(&bytes_of("raycluster"))));
         reload(&plugins, "policy", &path, &fit).await;
         assert_eq!(digest(&plugins), Some(digest_of(&hostile)));
         std::fs::remove_dir_all(&dir).unwrap();

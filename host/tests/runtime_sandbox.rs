@@ -37,7 +37,7 @@ async fn fixture() -> &'static Fixture {
             })
             .unwrap();
             let good = runtime
-                .load("example-reconciler", builtin("example-reconciler"))
+                .load("example-reconciler", &example("example-reconciler"))
                 .await
                 .unwrap();
             let hostile = runtime
@@ -53,12 +53,13 @@ async fn fixture() -> &'static Fixture {
         .await
 }
 
-fn builtin(name: &str) -> &'static [u8] {
-    BUILTIN_PLUGINS
+/// The bytes of an example plugin (built for tests, not shipped in the binary).
+fn example(name: &str) -> Vec<u8> {
+    let (_, path) = test_plugins::EXAMPLES
         .iter()
-        .find(|plugin| plugin.name == name)
-        .unwrap()
-        .bytes
+        .find(|(example, _)| *example == name)
+        .unwrap();
+    std::fs::read(path).unwrap()
 }
 
 fn input(config: &str) -> ReconcileInput {
@@ -564,26 +565,40 @@ async fn builtins_load_with_their_roles_and_the_disk_cache_serves_a_restart() {
         ..RuntimeConfig::default()
     };
     let first = Runtime::new(config.clone()).unwrap();
-    let bytes = builtin("example-scheduler");
-    let compiled = first.load("example-scheduler", bytes).await.unwrap();
+    let bytes = example("example-scheduler");
+    let compiled = first.load("example-scheduler", &bytes).await.unwrap();
     assert_eq!(compiled.code_source(), CodeSource::Compiled);
     let restarted = Runtime::new(config).unwrap();
-    let cached = restarted.load("example-scheduler", bytes).await.unwrap();
+    let cached = restarted.load("example-scheduler", &bytes).await.unwrap();
     assert_eq!(cached.code_source(), CodeSource::Disk);
     assert_eq!(cached.role(), Role::Scheduler);
     std::fs::remove_dir_all(&cache_dir).unwrap();
 
     let installed = restarted.install_builtins().await.unwrap();
-    let roles: Vec<(&str, Role)> = installed
+    let shipped: Vec<(&str, Role)> = installed
         .iter()
         .map(|plugin| (plugin.id().name.as_str(), plugin.role()))
         .collect();
-    for expected in [
+    assert_eq!(
+        shipped,
+        [
+            ("raycluster", Role::Reconciler),
+            ("rayjob", Role::Reconciler)
+        ]
+    );
+    assert_eq!(
+        BUILTIN_PLUGINS.iter().map(|p| p.name).collect::<Vec<_>>(),
+        ["raycluster", "rayjob"],
+        "the examples are not shipped in the binary"
+    );
+    for (name, role) in [
         ("example-reconciler", Role::Reconciler),
         ("example-scheduler", Role::Scheduler),
         ("example-autoscaler", Role::Autoscaler),
     ] {
-        assert!(roles.contains(&expected), "{roles:?}");
+        let plugin = restarted.load(name, &example(name)).await.unwrap();
+        assert_eq!(plugin.role(), role, "{name}");
+        restarted.registry().install(plugin);
     }
     let err = restarted
         .reconcile("example-scheduler", &input(""))

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+    Cache, Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    ProfilingStrategy,
 };
 
 use super::RuntimeConfig;
@@ -35,8 +36,9 @@ const TABLES_PER_COMPONENT: u32 = 8;
 /// this times the number of slots in use stays resident while idle.
 const LINEAR_MEMORY_KEEP_RESIDENT: usize = 8 << 20;
 
-fn base_config(config: &RuntimeConfig) -> Config {
+fn base_config(config: &RuntimeConfig, disk_cache: Option<&Cache>) -> Config {
     let mut wasm = Config::new();
+    wasm.cache(disk_cache.cloned());
     wasm.wasm_component_model(true)
         // Plugin calls are plain synchronous exports run on a fiber: without this, every
         // store sets up the component-model-async task machinery and every call goes
@@ -79,10 +81,14 @@ fn pooling_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
 
 /// Builds the engine. Pooling reserves virtual address space for every slot up front;
 /// machines with a small address space or strict overcommit refuse that, so a failure
-/// falls back to on-demand allocation instead of refusing to start.
-pub fn build_engine(config: &RuntimeConfig) -> wasmtime::Result<(Engine, Allocator)> {
+/// falls back to on-demand allocation instead of refusing to start. `disk_cache` is
+/// wasmtime's compiled-code cache, if one is configured.
+pub fn build_engine(
+    config: &RuntimeConfig,
+    disk_cache: Option<&Cache>,
+) -> wasmtime::Result<(Engine, Allocator)> {
     if config.pooling {
-        let mut wasm = base_config(config);
+        let mut wasm = base_config(config, disk_cache);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(config)));
         match Engine::new(&wasm) {
             Ok(engine) => return Ok((engine, Allocator::Pooling)),
@@ -92,7 +98,7 @@ pub fn build_engine(config: &RuntimeConfig) -> wasmtime::Result<(Engine, Allocat
             ),
         }
     }
-    let engine = Engine::new(&base_config(config))?;
+    let engine = Engine::new(&base_config(config, disk_cache))?;
     Ok((engine, Allocator::OnDemand))
 }
 

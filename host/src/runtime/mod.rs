@@ -7,12 +7,12 @@
 //! use wasmray::runtime::{Runtime, RuntimeConfig};
 //! let runtime = Runtime::new(RuntimeConfig::default())?;
 //! runtime.install_builtins().await?;
-//! let output = runtime.reconcile("example-reconciler", &input).await?;
+//! let output = runtime.reconcile("raycluster", &input).await?;
 //! # Ok(()) }
 //! ```
 
 pub mod bindings;
-mod cache;
+mod code_cache;
 pub mod contract_0_2;
 mod engine;
 mod error;
@@ -37,7 +37,8 @@ pub use bindings::reconciler::exports::wasmray::plugin::reconcile::{
     ReconcileInput, ReconcileOutput,
 };
 pub use bindings::scheduler::exports::wasmray::plugin::schedule::{ScheduleInput, ScheduleOutput};
-pub use cache::{CodeSource, digest_of};
+// plugin.rs names the module by its former name.
+pub use code_cache::{CodeSource, digest_of};
 pub use engine::{Allocator, EPOCH_TICK};
 pub use error::{CallError, LoadError, PluginId};
 pub use plugin::{CONTRACT_VERSION, CallLimits, Plugin, Role};
@@ -63,7 +64,7 @@ pub struct RuntimeConfig {
     /// Calls that may run at once; at most `pool_size`, so that a call never finds
     /// the pool exhausted.
     pub max_concurrent_calls: usize,
-    /// Directory of the on-disk compiled-code cache; none disables it.
+    /// Directory of wasmtime's on-disk compiled-code cache; none disables it.
     pub cache_dir: Option<PathBuf>,
     /// Maximum wasm stack of a call, if not wasmtime's default.
     pub max_wasm_stack: Option<usize>,
@@ -88,7 +89,7 @@ pub struct Runtime {
     engine: Engine,
     allocator: Allocator,
     linker: Linker<CallState>,
-    cache: cache::CodeCache,
+    cache: code_cache::CodeCache,
     calls: Semaphore,
     registry: Registry,
     config: RuntimeConfig,
@@ -103,7 +104,8 @@ enum Failure {
 impl Runtime {
     /// Creates the engine (pooling if possible), the sandbox linker and the epoch ticker.
     pub fn new(config: RuntimeConfig) -> wasmtime::Result<Runtime> {
-        let (engine, allocator) = engine::build_engine(&config)?;
+        let disk_cache = config.cache_dir.as_deref().and_then(code_cache::disk_cache);
+        let (engine, allocator) = engine::build_engine(&config, disk_cache.as_ref())?;
         engine::start_epoch_ticker(&engine)?;
         let mut linker = Linker::new(&engine);
         // WASI is linked only because std needs it to link; the context grants nothing.
@@ -120,7 +122,7 @@ impl Runtime {
             wasmtime::component::HasSelf<CallState>,
         >(&mut linker, |state| state)?;
         linker.instance("wasmray:plugin/types@0.2.0")?;
-        let cache = cache::CodeCache::new(&engine, config.cache_dir.as_deref());
+        let cache = code_cache::CodeCache::new(disk_cache);
         let permits = config.max_concurrent_calls.clamp(
             1,
             usize::try_from(config.pool_size.max(1)).unwrap_or(usize::MAX),
@@ -173,7 +175,7 @@ impl Runtime {
             name: name.to_owned(),
             digest: digest_of(bytes),
         };
-        let (component, code_source) = self.cache.component(&self.engine, &id, bytes)?;
+        let (component, code_source) = self.cache.component(&self.engine, &id, bytes).await?;
         let (role, contract) = plugin::Role::of(&self.engine, &component, &id)?;
         let link_error = |err: wasmtime::Error| LoadError::Link {
             plugin: id.clone(),
@@ -294,8 +296,7 @@ impl Runtime {
     /// Loads and installs the given plugins, one after the other: wasmtime already
     /// compiles the functions of one plugin in parallel, and compiling several plugins at
     /// once held the compiler's working memory of all of them at the same time (the
-    /// operator's peak RSS at a cold start). Like every load, it blocks the calling thread
-    /// while it compiles, which is meant for start-up.
+    /// operator's peak RSS at a cold start).
     pub async fn install_all(
         &self,
         plugins: &[BuiltinPlugin],

@@ -10,7 +10,7 @@ use super::bindings::autoscaler::AutoscalerPre;
 use super::bindings::reconciler::ReconcilerPre;
 use super::bindings::scheduler::SchedulerPre;
 use super::bindings::v0_2::ReconcilerPre as ReconcilerPre0_2;
-use super::cache::CodeSource;
+use super::code_cache::CodeSource;
 use super::error::{LoadError, PluginId};
 use super::sandbox::CallState;
 
