@@ -37,7 +37,7 @@ use tokio::runtime::Runtime as Tokio;
 use wasmray::builtin::{BUILTIN_PLUGINS, test_plugins};
 use wasmray::controller::plan;
 use wasmray::runtime::bindings::types::{HostFacts, ObservedPods, ObservedService};
-use wasmray::runtime::observe::{observed_service, pod_record, pod_table, timestamp};
+use wasmray::runtime::records::{observed_service, pod_record, pod_table, timestamp};
 use wasmray::runtime::{ReconcileInput, Runtime, RuntimeConfig};
 use wasmray_pod_table::Table as PodTable;
 

@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
-use crate::controller::{self, ControllerConfig, Telemetry, plugin::PluginHost};
+use crate::controller::{self, ControllerConfig, Telemetry, plugin_host::PluginHost};
 use crate::health::{self, Endpoints, Role as ElectionRole};
 use crate::leader::{self, Elector, LeaseTimings};
 use crate::runtime::Role;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::controller::plugin::PluginHost;
+use crate::controller::plugin_host::PluginHost;
 use crate::runtime::digest_of;
 
 /// How often the files are checked. Polling needs no platform file-watch API and costs one

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use super::parent_state::Expectation;
 use super::parent_state::ParentStates;
 
 /// Answers whether a cache reflects a write.
@@ -17,7 +18,7 @@ pub trait Lookup {
     fn has_live_uid(&self, parent_uid: &str, uid: &str) -> bool;
 }
 
-impl<V> Lookup for super::cache::OwnedIndex<V> {
+impl<V> Lookup for super::child_index::OwnedIndex<V> {
     fn has_name(&self, parent_uid: &str, name: &str) -> bool {
         self.child(parent_uid, name).is_some()
     }
@@ -26,17 +27,6 @@ impl<V> Lookup for super::cache::OwnedIndex<V> {
         self.child_by_uid(parent_uid, uid)
             .is_some_and(|entry| !entry.terminating)
     }
-}
-
-/// One write that the caches must reflect.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Expectation {
-    /// A child created under this name shows in cache `cache`.
-    Created { cache: usize, name: String },
-    /// A deleted child is gone from cache `cache` or shows as terminating.
-    Deleted { cache: usize, uid: String },
-    /// The parent in the controller's cache has at least this resourceVersion.
-    ParentVersion(String),
 }
 
 /// Whether the plugin may be called for a parent.

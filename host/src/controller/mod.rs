@@ -6,22 +6,22 @@
 //! changed, records events, carries out the Ray actions the plugin asked for and requeues.
 //! A reconcile that changes nothing writes nothing.
 //!
-//! Modules: [`cache`] (child caches indexed by parent), [`observe`] (objects to contract
-//! records), [`expectations`] (a plugin sees its own writes), [`apply`] (writes),
+//! Modules: [`child_index`] (child caches indexed by parent), [`input_records`] (objects to
+//! contract records), [`expectations`] (a plugin sees its own writes), [`apply`] (writes),
 //! [`plan`] (an answer checked and parsed once into writes), [`status`] (status diff and
 //! the host's conditions), [`parent`] (the driver),
 //! [`ray_io`] (the Ray queries and actions plugins ask for), [`raycluster`] and [`rayjob`]
 //! (what is specific to each kind).
 
 pub mod apply;
-pub mod cache;
+pub mod child_index;
 pub mod events;
 pub mod expectations;
-pub mod observe;
+pub mod input_records;
 pub mod parent;
 pub mod parent_state;
 pub mod plan;
-pub mod plugin;
+pub mod plugin_host;
 pub mod ray_io;
 pub mod raycluster;
 pub mod rayjob;
@@ -211,7 +211,7 @@ impl From<kube::Client> for Clients {
 /// namespaces until `shutdown` turns true.
 pub async fn run(
     client: kube::Client,
-    plugins: plugin::PluginHost,
+    plugins: plugin_host::PluginHost,
     config: ControllerConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -221,7 +221,7 @@ pub async fn run(
 /// [`run`], counting into `stats`.
 pub async fn run_with_stats(
     client: kube::Client,
-    plugins: plugin::PluginHost,
+    plugins: plugin_host::PluginHost,
     config: ControllerConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
     stats: Arc<Stats>,
@@ -236,7 +236,7 @@ pub async fn run_with_stats(
 /// [`run`], reporting into `telemetry`.
 pub async fn run_with_telemetry(
     clients: Clients,
-    plugins: plugin::PluginHost,
+    plugins: plugin_host::PluginHost,
     config: ControllerConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
     telemetry: Telemetry,

@@ -23,15 +23,15 @@ use tokio::sync::Semaphore;
 use super::apply::{
     ChildWriter, FIRST_OTHER_CACHE, PODS_CACHE, ResourceResolver, SERVICES_CACHE, WriteReport,
 };
-use super::cache::{OwnedIndex, ParentKindRef, api_resource, run_child_watch};
+use super::child_index::{OwnedIndex, ParentKindRef, api_resource, run_child_watch};
 use super::events::EventSink;
 use super::expectations::{Expectation, Expectations, Lookup, Readiness};
-use super::observe::{
+use super::input_records::{
     PodTable, first_pod_labels, now, observe_object, observed_service, pod_record, pod_table,
 };
 use super::parent_state::ParentStates;
 use super::plan::{self, ChildIndex, OwnedChild, ParentView, Plan};
-use super::plugin::{CallFailure, PluginHost};
+use super::plugin_host::{CallFailure, PluginHost};
 use super::ray_io::{Clusters, RayIo};
 use super::secrets::{SecretError, SecretsEnsured};
 use super::status::{

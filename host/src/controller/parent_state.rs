@@ -6,8 +6,18 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::expectations::Expectation;
 use super::wit::{ActionResult, FailedWrite, RayQuery};
+
+/// One write that the caches must reflect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expectation {
+    /// A child created under this name shows in cache `cache`.
+    Created { cache: usize, name: String },
+    /// A deleted child is gone from cache `cache` or shows as terminating.
+    Deleted { cache: usize, uid: String },
+    /// The parent in the controller's cache has at least this resourceVersion.
+    ParentVersion(String),
+}
 
 /// The host's memory of one parent.
 #[derive(Debug, Default)]

@@ -15,7 +15,7 @@ use kube::{Client, ResourceExt as _};
 use serde_json::Value;
 
 use super::ControllerConfig;
-use super::observe::now;
+use super::input_records::now;
 use super::parent_state::ParentStates;
 use super::wit::{
     ActionResult, DashboardReachability, JobObservation, ObservedObject, RayAction, RayActionKind,

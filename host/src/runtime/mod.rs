@@ -16,8 +16,8 @@ mod code_cache;
 pub mod contract_0_2;
 mod engine;
 mod error;
-pub mod observe;
-mod plugin;
+mod loaded;
+pub mod records;
 mod registry;
 mod sandbox;
 pub mod validate;
@@ -41,13 +41,13 @@ pub use bindings::scheduler::exports::wasmray::plugin::schedule::{ScheduleInput,
 pub use code_cache::{CodeSource, digest_of};
 pub use engine::{Allocator, EPOCH_TICK};
 pub use error::{CallError, LoadError, PluginId};
-pub use plugin::{CONTRACT_VERSION, CallLimits, Plugin, Role};
+pub use loaded::{CONTRACT_VERSION, CallLimits, Plugin, Role};
 pub use registry::Registry;
 pub use sandbox::OUTPUT_CAPTURE_BYTES;
 
 use crate::builtin::BuiltinPlugin;
 use bindings::types::PluginError as GuestError;
-use plugin::RolePre;
+use loaded::RolePre;
 use sandbox::CallState;
 
 /// Settings of the runtime.
@@ -176,7 +176,7 @@ impl Runtime {
             digest: digest_of(bytes),
         };
         let (component, code_source) = self.cache.component(&self.engine, &id, bytes).await?;
-        let (role, contract) = plugin::Role::of(&self.engine, &component, &id)?;
+        let (role, contract) = loaded::Role::of(&self.engine, &component, &id)?;
         let link_error = |err: wasmtime::Error| LoadError::Link {
             plugin: id.clone(),
             message: format!("{err:#}"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::plugin::Plugin;
+use super::loaded::Plugin;
 
 /// The set of installed plugins. Reads are lock-free; a swap is atomic: the next lookup
 /// sees the new plugin, and calls that already hold the old one finish on it.

@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use wasmray::controller::{self, ControllerConfig, plugin::PluginHost};
+use wasmray::controller::{self, ControllerConfig, plugin_host::PluginHost};
 use wasmray::runtime::{Runtime, RuntimeConfig};
 use wasmray_crds::RayCluster;
 use wasmray_crds::samples::{invalid_cases, load_sample, samples_dir};

@@ -15,7 +15,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
-use wasmray::controller::{self, ControllerConfig, plugin::PluginHost};
+use wasmray::controller::{self, ControllerConfig, plugin_host::PluginHost};
 use wasmray::ray::address::DASHBOARD_ADDRESS_ANNOTATION;
 use wasmray::ray::{DashboardAddress, DashboardClient, JobSubmission, SubmitOutcome};
 use wasmray::runtime::{Runtime, RuntimeConfig};

@@ -6,14 +6,14 @@
 
 use kube::api::DynamicObject;
 
-pub use crate::runtime::observe::{first_pod_labels, observed_service, pod_record, pod_table};
+pub use crate::runtime::records::{first_pod_labels, observed_service, pod_record, pod_table};
 pub use wasmray_pod_table::Table as PodTable;
 
 use super::wit::{ObservedObject, Timestamp};
 
 /// The current time as a contract timestamp.
 pub fn now() -> Timestamp {
-    crate::runtime::observe::timestamp(k8s_openapi::jiff::Timestamp::now())
+    crate::runtime::records::timestamp(k8s_openapi::jiff::Timestamp::now())
 }
 
 /// Another owned child, passed whole (without managedFields). Watch events may omit
