@@ -237,6 +237,23 @@ impl ChildWriter<'_> {
             .clone()
             .or_else(|| object.metadata.generate_name.clone())
             .unwrap_or_default();
+        // A failed write: a Warning event, a report for the plugin's next call, an error.
+        let fail = |report: &mut WriteReport, message: String| {
+            report.events.push((
+                EventType::Warning,
+                format!("FailedToCreate{}", (self.event_noun)(&kind)),
+                message.clone(),
+            ));
+            report.failed.push(failed_write(
+                operation_of(mode),
+                &api_version,
+                &kind,
+                &label,
+                object.metadata.labels.as_ref(),
+                &message,
+            ));
+            report.errors.push(message);
+        };
         let resource = match self
             .resolver
             .resolve(self.client, &api_version, &kind)
@@ -245,20 +262,7 @@ impl ChildWriter<'_> {
             Ok(resource) => resource,
             Err(error) => {
                 let message = format!("cannot resolve {api_version} {kind}: {error}");
-                report.events.push((
-                    EventType::Warning,
-                    format!("FailedToCreate{}", (self.event_noun)(&kind)),
-                    message.clone(),
-                ));
-                report.failed.push(failed_write(
-                    operation_of(mode),
-                    &api_version,
-                    &kind,
-                    &label,
-                    object.metadata.labels.as_ref(),
-                    &message,
-                ));
-                report.errors.push(message);
+                fail(&mut report, message);
                 return report;
             }
         };
@@ -315,20 +319,7 @@ impl ChildWriter<'_> {
                     "failed to {verb} {kind} {}/{label}: {error}",
                     self.namespace
                 );
-                report.events.push((
-                    EventType::Warning,
-                    format!("FailedToCreate{}", (self.event_noun)(&kind)),
-                    message.clone(),
-                ));
-                report.failed.push(failed_write(
-                    operation_of(mode),
-                    &api_version,
-                    &kind,
-                    &label,
-                    object.metadata.labels.as_ref(),
-                    &message,
-                ));
-                report.errors.push(message);
+                fail(&mut report, message);
             }
         }
         report

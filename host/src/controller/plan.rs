@@ -663,19 +663,7 @@ mod tests {
     }
 
     fn nothing() -> ReconcileOutput {
-        ReconcileOutput {
-            create_pods: Vec::new(),
-            apply: Vec::new(),
-            delete: Vec::new(),
-            status: None,
-            events: Vec::new(),
-            ray_actions: Vec::new(),
-            ray_queries: Vec::new(),
-            requeue_after_ms: None,
-            finalizers: Vec::new(),
-            generated_secrets: Vec::new(),
-            prune: Vec::new(),
-        }
+        ReconcileOutput::default()
     }
 
     fn finalizer(name: &str, intent: FinalizerIntent) -> Finalizer {

@@ -66,7 +66,9 @@ pub mod v0_2 {
 
 pub use reconciler::wasmray::plugin::{logging, types};
 
-use reconciler::exports::wasmray::plugin::reconcile::{DashboardReachability, RayObservations};
+use reconciler::exports::wasmray::plugin::reconcile::{
+    DashboardReachability, RayObservations, ReconcileOutput,
+};
 
 impl Default for RayObservations {
     /// Nothing observed: the dashboard not checked, no answers, no results.
@@ -77,6 +79,25 @@ impl Default for RayObservations {
             serve_status: None,
             action_results: Vec::new(),
             extensions: Vec::new(),
+        }
+    }
+}
+
+impl Default for ReconcileOutput {
+    /// Nothing to do: no writes, no Ray actions or queries, no requeue.
+    fn default() -> Self {
+        ReconcileOutput {
+            create_pods: Vec::new(),
+            apply: Vec::new(),
+            delete: Vec::new(),
+            status: None,
+            events: Vec::new(),
+            ray_actions: Vec::new(),
+            ray_queries: Vec::new(),
+            requeue_after_ms: None,
+            finalizers: Vec::new(),
+            generated_secrets: Vec::new(),
+            prune: Vec::new(),
         }
     }
 }

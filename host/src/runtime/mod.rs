@@ -101,6 +101,27 @@ enum Failure {
     Call(wasmtime::Error),
 }
 
+/// Instantiates a pre-linked plugin in a fresh store and calls one export, under the
+/// plugin's limits ([`Runtime::run`]): `call_export!(runtime, plugin, pre,
+/// interface.method(args))`.
+macro_rules! call_export {
+    ($runtime:expr, $plugin:expr, $pre:expr, $interface:ident . $method:ident ( $($arg:expr),* )) => {
+        $runtime
+            .run($plugin, async |store| {
+                let instance = $pre
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(Failure::Instantiate)?;
+                instance
+                    .$interface()
+                    .$method(&mut *store $(, $arg)*)
+                    .await
+                    .map_err(Failure::Call)
+            })
+            .await
+    };
+}
+
 impl Runtime {
     /// Creates the engine (pooling if possible), the sandbox linker and the epoch ticker.
     pub fn new(config: RuntimeConfig) -> wasmtime::Result<Runtime> {
@@ -196,34 +217,18 @@ impl Runtime {
             code_source,
         };
         let described = match &plugin.pre {
-            RolePre::Reconciler(pre) => Some(
-                self.run(&plugin, async |store| {
-                    let instance = pre
-                        .instantiate_async(&mut *store)
-                        .await
-                        .map_err(Failure::Instantiate)?;
-                    instance
-                        .wasmray_plugin_reconcile()
-                        .call_kinds(&mut *store)
-                        .await
-                        .map_err(Failure::Call)
-                })
-                .await,
-            ),
-            RolePre::Reconciler0_2(pre) => Some(
-                self.run(&plugin, async |store| {
-                    let instance = pre
-                        .instantiate_async(&mut *store)
-                        .await
-                        .map_err(Failure::Instantiate)?;
-                    instance
-                        .wasmray_plugin_reconcile()
-                        .call_kinds(&mut *store)
-                        .await
-                        .map_err(Failure::Call)
-                })
-                .await,
-            ),
+            RolePre::Reconciler(pre) => Some(call_export!(
+                self,
+                &plugin,
+                pre,
+                wasmray_plugin_reconcile.call_kinds()
+            )),
+            RolePre::Reconciler0_2(pre) => Some(call_export!(
+                self,
+                &plugin,
+                pre,
+                wasmray_plugin_reconcile.call_kinds()
+            )),
             RolePre::Scheduler(_) | RolePre::Autoscaler(_) => None,
         };
         if let Some(kinds) = described {
@@ -240,26 +245,31 @@ impl Runtime {
     /// 0.2.0 had no such export: those plugins accept every configuration here and check
     /// it on each call, as they always did.
     pub async fn validate_config(&self, plugin: &Plugin, config: &str) -> Result<(), LoadError> {
-        macro_rules! ask {
-            ($pre:expr, $interface:ident) => {
-                self.run(plugin, async |store| {
-                    let instance = $pre
-                        .instantiate_async(&mut *store)
-                        .await
-                        .map_err(Failure::Instantiate)?;
-                    instance
-                        .$interface()
-                        .call_validate_config(&mut *store, config)
-                        .await
-                        .map_err(Failure::Call)
-                })
-                .await
-            };
-        }
         let answer = match &plugin.pre {
-            RolePre::Reconciler(pre) => ask!(pre, wasmray_plugin_reconcile),
-            RolePre::Scheduler(pre) => ask!(pre, wasmray_plugin_schedule),
-            RolePre::Autoscaler(pre) => ask!(pre, wasmray_plugin_autoscale),
+            RolePre::Reconciler(pre) => {
+                call_export!(
+                    self,
+                    plugin,
+                    pre,
+                    wasmray_plugin_reconcile.call_validate_config(config)
+                )
+            }
+            RolePre::Scheduler(pre) => {
+                call_export!(
+                    self,
+                    plugin,
+                    pre,
+                    wasmray_plugin_schedule.call_validate_config(config)
+                )
+            }
+            RolePre::Autoscaler(pre) => {
+                call_export!(
+                    self,
+                    plugin,
+                    pre,
+                    wasmray_plugin_autoscale.call_validate_config(config)
+                )
+            }
             RolePre::Reconciler0_2(_) => return Ok(()),
         };
         match answer {
@@ -361,34 +371,20 @@ impl Runtime {
         input: &ReconcileInput,
     ) -> Result<ReconcileOutput, CallError> {
         let answer = match &plugin.pre {
-            RolePre::Reconciler(pre) => {
-                self.run(plugin, async |store| {
-                    let instance = pre
-                        .instantiate_async(&mut *store)
-                        .await
-                        .map_err(Failure::Instantiate)?;
-                    instance
-                        .wasmray_plugin_reconcile()
-                        .call_reconcile(&mut *store, input)
-                        .await
-                        .map_err(Failure::Call)
-                })
-                .await?
-            }
+            RolePre::Reconciler(pre) => call_export!(
+                self,
+                plugin,
+                pre,
+                wasmray_plugin_reconcile.call_reconcile(input)
+            )?,
             RolePre::Reconciler0_2(pre) => {
                 let input = contract_0_2::input(input);
-                self.run(plugin, async |store| {
-                    let instance = pre
-                        .instantiate_async(&mut *store)
-                        .await
-                        .map_err(Failure::Instantiate)?;
-                    instance
-                        .wasmray_plugin_reconcile()
-                        .call_reconcile(&mut *store, &input)
-                        .await
-                        .map_err(Failure::Call)
-                })
-                .await?
+                call_export!(
+                    self,
+                    plugin,
+                    pre,
+                    wasmray_plugin_reconcile.call_reconcile(&input)
+                )?
                 .map(contract_0_2::output)
             }
             RolePre::Scheduler(_) | RolePre::Autoscaler(_) => {
@@ -408,19 +404,12 @@ impl Runtime {
         let RolePre::Scheduler(pre) = &plugin.pre else {
             return Err(Self::wrong_role(&plugin, Role::Scheduler));
         };
-        let answer = self
-            .run(&plugin, async |store| {
-                let instance = pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(Failure::Instantiate)?;
-                instance
-                    .wasmray_plugin_schedule()
-                    .call_schedule(&mut *store, input)
-                    .await
-                    .map_err(Failure::Call)
-            })
-            .await?;
+        let answer = call_export!(
+            self,
+            &plugin,
+            pre,
+            wasmray_plugin_schedule.call_schedule(input)
+        )?;
         let output = answer.map_err(|refusal| refused(&plugin, refusal))?;
         validate::schedule_output(&output, input.pod_sets.len())
             .map_err(|what| malformed(&plugin, what))?;
@@ -437,19 +426,12 @@ impl Runtime {
         let RolePre::Autoscaler(pre) = &plugin.pre else {
             return Err(Self::wrong_role(&plugin, Role::Autoscaler));
         };
-        let answer = self
-            .run(&plugin, async |store| {
-                let instance = pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(Failure::Instantiate)?;
-                instance
-                    .wasmray_plugin_autoscale()
-                    .call_autoscale(&mut *store, input)
-                    .await
-                    .map_err(Failure::Call)
-            })
-            .await?;
+        let answer = call_export!(
+            self,
+            &plugin,
+            pre,
+            wasmray_plugin_autoscale.call_autoscale(input)
+        )?;
         let output = answer.map_err(|refusal| refused(&plugin, refusal))?;
         let groups: Vec<&str> = input
             .groups
