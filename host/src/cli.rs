@@ -1133,4 +1133,33 @@ pluginConfig: {policy: "maxWorkers: 3"}
         let wrong_kind = check(&["--plugin-binding=RayService=raycluster"]).unwrap_err();
         assert!(wrong_kind.contains("not RayService"), "{wrong_kind}");
     }
+
+    /// A plugin checks its configuration once, at load: one it refuses stops the start with
+    /// the plugin's reason, instead of failing every object later.
+    #[tokio::test]
+    async fn a_plugin_configuration_the_plugin_refuses_stops_the_start() {
+        let hostile = crate::builtin::test_plugins::HOSTILE;
+        let settings_with = |config: &'static str| {
+            let plugin = format!("--plugin=hostile={hostile}");
+            let read = move |_: &Path| Ok(config.to_owned());
+            Settings::resolve(
+                flags(&[&plugin, "--plugin-config=hostile=/config/hostile"]),
+                FileConfig::default(),
+                read,
+            )
+            .unwrap()
+        };
+        let refused = load_plugins(&settings_with("invalid-config on purpose"))
+            .await
+            .err()
+            .map(|error| format!("{error:#}"))
+            .unwrap_or_default();
+        assert!(
+            refused.contains("--plugin-config hostile")
+                && refused.contains("refuses its configuration")
+                && refused.contains("invalid-config on purpose"),
+            "{refused}"
+        );
+        assert!(load_plugins(&settings_with("noop")).await.is_ok());
+    }
 }
