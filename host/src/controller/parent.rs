@@ -332,18 +332,13 @@ impl<P: ParentKind> Scope<P> {
             .check(uid, parent.meta().resource_version.as_deref(), &lookups)
     }
 
-    /// The input of a plugin call; `parent_json` is the parent as JSON.
-    fn gather(&self, parent: &P, parent_json: &Value, uid: &str) -> ReconcileInput {
-        let parent_text = match parent_json.get("status") {
-            Some(status) => {
-                let mut status = status.clone();
-                strip_host_conditions(&mut status);
-                let mut parent_json = parent_json.clone();
-                parent_json["status"] = status;
-                parent_json.to_string()
-            }
-            None => parent_json.to_string(),
-        };
+    /// The input of a plugin call; `parent_json` is the parent as JSON, whose status loses
+    /// the host's own conditions here.
+    fn gather(&self, parent: &P, mut parent_json: Value, uid: &str) -> ReconcileInput {
+        if let Some(status) = parent_json.get_mut("status") {
+            strip_host_conditions(status);
+        }
+        let parent_text = parent_json.to_string();
         let children = self.pods.children_of(uid);
         let pods = ObservedPods::from(PodTable::concat(children.iter().map(|entry| &entry.value)));
         let mut services: Vec<ObservedService> = Vec::new();
@@ -874,7 +869,10 @@ async fn reconcile<P: ParentKind>(
         return Ok(Action::await_change());
     };
     let plugin = scope.plugin_for(&parent);
-    let mut input = scope.gather(&parent, &parent_json, &uid);
+    // The status as it is (host conditions included) is compared with the answer's later; it is
+    // small, so it is copied rather than the whole parent.
+    let current_status = parent_json.get("status").cloned();
+    let mut input = scope.gather(&parent, parent_json, &uid);
     scope.observe_outside(&parent, &mut input).await?;
     let known: Vec<ObservedObject> = input
         .children
@@ -904,7 +902,7 @@ async fn reconcile<P: ParentKind>(
         called.elapsed(),
         answer.as_ref().err().map(|failure| failure.reason.as_str()),
     );
-    let current_status = parent_json.get("status");
+    let current_status = current_status.as_ref();
     let output = match answer {
         Ok(output) => output,
         Err(failure) => {
