@@ -100,6 +100,15 @@ pub fn name_not_dns1035(kind: &str, errors: &[String]) -> String {
     )
 }
 
+/// KubeRay's message (v1.7, where a NetworkPolicy embeds the name), for every group here:
+/// the name is embedded in its pods' names too.
+pub fn group_name_not_dns1123(group: &str, errors: &[String]) -> String {
+    format!(
+        "worker group name {group:?} must be a valid DNS1123 label (it is embedded in the names of its pods and NetworkPolicy): [{}]",
+        errors.join(" ")
+    )
+}
+
 /// `group` is `Head` for the head group, else the worker group's name.
 pub fn resources_in_both(group: &str) -> String {
     format!(

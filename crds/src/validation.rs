@@ -240,6 +240,30 @@ pub fn dns1035_label_errors(value: &str) -> Vec<String> {
     errors
 }
 
+/// Kubernetes' IsDNS1123Label, with its messages.
+pub fn dns1123_label_errors(value: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if value.len() > DNS1035_LABEL_MAX_LENGTH {
+        errors.push(format!(
+            "must be no more than {DNS1035_LABEL_MAX_LENGTH} characters"
+        ));
+    }
+    let alphanumeric = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = value.as_bytes();
+    let well_formed = bytes.first().is_some_and(alphanumeric)
+        && bytes.last().is_some_and(alphanumeric)
+        && bytes.iter().all(|b| alphanumeric(b) || *b == b'-');
+    if !well_formed {
+        errors.push(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must \
+             start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for \
+             validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+                .to_owned(),
+        );
+    }
+    errors
+}
+
 /// Kubernetes' qualified-name rule for label keys: `[prefix/]name`.
 fn label_key_errors(key: &str) -> Vec<String> {
     let (prefix, name) = match key.split_once('/') {
@@ -364,6 +388,15 @@ fn validate_cluster_spec(
         }
         if !seen_names.insert(group.group_name.as_str()) {
             report.add(format!("{path}.groupName"), m::DUPLICATE_GROUP_NAME);
+        }
+        // The name goes into the pods' names (lower-cased, as KubeRay does) and into a
+        // NetworkPolicy's: a name that is no DNS label fails only at pod creation otherwise.
+        let errors = dns1123_label_errors(&group.group_name.to_lowercase());
+        if !errors.is_empty() {
+            report.add(
+                format!("{path}.groupName"),
+                m::group_name_not_dns1123(&group.group_name, &errors),
+            );
         }
         if group.replicas.is_some_and(|replicas| replicas < 0) {
             report.add(format!("{path}.replicas"), m::REPLICAS_NEGATIVE);

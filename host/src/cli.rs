@@ -138,6 +138,18 @@ pub struct Flags {
     #[arg(long = "plugin-config", value_parser = parse_pair)]
     pub plugin_configs: Vec<(String, String)>,
 
+    /// Let a plugin write a child kind beyond its parent kind's: `NAME=APIVERSION/KIND`
+    /// (repeatable), e.g. my-reconciler=v1/ConfigMap. The operator's RBAC must allow it too.
+    #[arg(long = "plugin-allow-kind", value_parser = parse_pair)]
+    pub plugin_allow_kinds: Vec<(String, String)>,
+
+    /// Raise (or lower) one answer limit of a plugin: `NAME=LIMIT=VALUE` (repeatable), e.g.
+    /// my-reconciler=pods-per-answer=5000. Limits: pods-per-answer (default 1000),
+    /// objects-per-answer (100), events-per-answer (100), status-bytes (262144),
+    /// event-message-bytes (1024).
+    #[arg(long = "plugin-limit", value_parser = parse_pair)]
+    pub plugin_limits: Vec<(String, String)>,
+
     /// Reload a --plugin file when it changes, swapping the plugin atomically.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub watch_plugin_files: Option<bool>,
@@ -150,6 +162,19 @@ pub struct Flags {
     /// Default 0.
     #[arg(long)]
     pub reconcile_debounce_ms: Option<u64>,
+
+    /// The soonest a plugin may ask to be called again for one object; sooner is raised to
+    /// it (docs/plugin-limits.md). Default 1s.
+    #[arg(long, value_parser = parse_duration)]
+    pub requeue_floor: Option<Duration>,
+
+    /// Write rounds (reconciles that write) per second one object may make. Default 2.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub object_write_rate: Option<u32>,
+
+    /// Write rounds one object may make in a burst above its rate. Default 10.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub object_write_burst: Option<u32>,
 
     /// Honour the `wasmray.io/dashboard-address` RayCluster annotation instead of the head
     /// Service's address. For tests and demos only: with it, anyone who may annotate a
@@ -168,6 +193,51 @@ fn parse_feature_gate(text: &str) -> Result<(String, bool), String> {
         .parse()
         .map_err(|_| format!("feature gate {name}: {value:?} is not true or false"))?;
     Ok((name.trim().to_owned(), enabled))
+}
+
+/// The plugins' allowances from the file, then the flags.
+fn allowances(
+    file: &BTreeMap<String, AllowanceFile>,
+    kinds: Vec<(String, String)>,
+    limits: Vec<(String, String)>,
+) -> Result<controller::write_policy::Allowances, SettingsError> {
+    let mut allowances = controller::write_policy::Allowances::new();
+    let file_kinds = file.iter().flat_map(|(name, allowance)| {
+        allowance
+            .kinds
+            .iter()
+            .map(move |kind| (name.clone(), kind.clone()))
+    });
+    for (name, kind) in file_kinds.chain(kinds) {
+        let kind = kind
+            .parse()
+            .map_err(|error| invalid("plugin allowed kind", format!("{name}: {error}")))?;
+        allowances.entry(name).or_default().extra_kinds.push(kind);
+    }
+    let file_limits = file.iter().flat_map(|(name, allowance)| {
+        allowance
+            .limits
+            .iter()
+            .map(move |(limit, value)| (name.clone(), limit.clone(), Ok(*value)))
+    });
+    let flag_limits = limits.into_iter().map(|(name, rest)| {
+        let (limit, value) = rest.split_once('=').unwrap_or((rest.as_str(), ""));
+        let value = value
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{rest:?} is not LIMIT=NUMBER"));
+        (name, limit.trim().to_owned(), value)
+    });
+    for (name, limit, value) in file_limits.chain(flag_limits) {
+        let value = value.map_err(|error| invalid("plugin limit", format!("{name}: {error}")))?;
+        allowances
+            .entry(name.clone())
+            .or_default()
+            .limits
+            .set(&limit, value)
+            .map_err(|error| invalid("plugin limit", format!("{name}: {error}")))?;
+    }
+    Ok(allowances)
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -195,6 +265,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub struct PluginFile {
     pub name: String,
     pub path: PathBuf,
+}
+
+/// What a platform team allows one plugin beyond the defaults (config file form).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowanceFile {
+    /// `APIVERSION/KIND`, e.g. `v1/ConfigMap`.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Limit name (e.g. `pods-per-answer`) to its value.
+    #[serde(default)]
+    pub limits: BTreeMap<String, usize>,
 }
 
 /// The `--config` file: KubeRay's `Configuration` (the fields that apply) plus WasmRay's.
@@ -247,6 +329,9 @@ pub struct FileConfig {
     /// Plugin name to the configuration text it receives.
     #[serde(default)]
     pub plugin_config: BTreeMap<String, String>,
+    /// Plugin name to the extra child kinds and answer limits the platform team allows it.
+    #[serde(default)]
+    pub plugin_allowances: BTreeMap<String, AllowanceFile>,
     pub watch_plugin_files: Option<bool>,
     pub plugin_cache_dir: Option<PathBuf>,
     pub reconcile_debounce_ms: Option<u64>,
@@ -465,8 +550,22 @@ impl Settings {
             })?;
             controller.plugin_config.insert(name, text);
         }
+        controller.allowances = allowances(
+            &file.plugin_allowances,
+            flags.plugin_allow_kinds,
+            flags.plugin_limits,
+        )?;
         controller.namespaces = namespaces;
         controller.concurrency = concurrency;
+        if let Some(floor) = flags.requeue_floor {
+            controller.requeue_floor = floor;
+        }
+        if let Some(rate) = flags.object_write_rate {
+            controller.object_write_rounds_per_second = rate;
+        }
+        if let Some(burst) = flags.object_write_burst {
+            controller.object_write_burst = burst;
+        }
         controller.debounce = Duration::from_millis(
             flags
                 .reconcile_debounce_ms
@@ -911,6 +1010,48 @@ mod tests {
         };
         let settings = Settings::resolve(Flags::default(), file, no_files).unwrap();
         assert_eq!(settings.controller.namespaces, ["a", "b"]);
+    }
+
+    #[test]
+    fn allowances_come_from_the_file_then_the_flags_and_bad_ones_are_named() {
+        let file: FileConfig = serde_yaml::from_str(
+            "pluginAllowances:\n  policy:\n    kinds: [v1/ConfigMap]\n    limits: {pods-per-answer: 5000}\n",
+        )
+        .unwrap();
+        let given = flags(&[
+            "--plugin-allow-kind",
+            "policy=batch/v1/CronJob",
+            "--plugin-limit",
+            "policy=objects-per-answer=500",
+        ]);
+        let settings = Settings::resolve(given, file, no_files).unwrap();
+        let allowance = &settings.controller.allowances["policy"];
+        let kinds: Vec<String> = allowance.extra_kinds.iter().map(ToString::to_string).collect();
+        assert_eq!(kinds, ["v1 ConfigMap", "batch/v1 CronJob"]);
+        assert_eq!(allowance.limits.pods_per_answer, 5000);
+        assert_eq!(allowance.limits.objects_per_answer, 500);
+        assert_eq!(allowance.limits.events_per_answer, 100, "others keep their default");
+        let fair = Settings::resolve(
+            flags(&["--requeue-floor=2s", "--object-write-rate=5", "--object-write-burst=20"]),
+            FileConfig::default(),
+            no_files,
+        )
+        .unwrap()
+        .controller;
+        assert_eq!(
+            (fair.requeue_floor, fair.object_write_rounds_per_second, fair.object_write_burst),
+            (Duration::from_secs(2), 5, 20)
+        );
+        for (flag, value, expected) in [
+            ("--plugin-allow-kind", "policy=ConfigMap", "APIVERSION/KIND"),
+            ("--plugin-limit", "policy=pods=5", "unknown limit \"pods\""),
+            ("--plugin-limit", "policy=pods-per-answer=many", "not LIMIT=NUMBER"),
+        ] {
+            let error = Settings::resolve(flags(&[flag, value]), FileConfig::default(), no_files)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{value}: {error}");
+        }
     }
 
     #[test]

@@ -53,6 +53,12 @@ struct PluginFailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThrottleLabels {
+    controller: String,
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     /// HTTP status code, or `<error>` when no response came (client-go's convention).
     code: String,
@@ -85,6 +91,7 @@ pub struct Metrics {
     reconcile_time: Family<ControllerLabels, Histogram>,
     plugin_call_time: Family<PluginLabels, Histogram>,
     plugin_failures: Family<PluginFailureLabels, Counter>,
+    throttled: Family<ThrottleLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     events_dropped: Counter,
     parents: Arc<ParentCaches>,
@@ -136,6 +143,12 @@ impl Default for Metrics {
             "Plugin calls that gave no usable answer, per plugin and reason (e.g. PluginTrapped)",
             plugin_failures.clone(),
         );
+        let throttled = Family::default();
+        registry.register(
+            "wasmray_throttled",
+            "Times an object's plugin hit a host limit (write-rate, requeue-floor), per controller",
+            throttled.clone(),
+        );
         let requests = Family::default();
         registry.register(
             "rest_client_requests",
@@ -157,6 +170,7 @@ impl Default for Metrics {
             reconcile_time,
             plugin_call_time,
             plugin_failures,
+            throttled,
             requests,
             events_dropped,
             parents,
@@ -205,6 +219,16 @@ impl Metrics {
             .get_or_create(&PluginFailureLabels {
                 plugin: plugin.to_owned(),
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records that an object of `kind` hit the host limit `limit`.
+    pub fn throttled(&self, kind: &str, limit: &str) {
+        self.throttled
+            .get_or_create(&ThrottleLabels {
+                controller: kind.to_ascii_lowercase(),
+                limit: limit.to_owned(),
             })
             .inc();
     }

@@ -11,6 +11,9 @@ use tokio::sync::OnceCell;
 use wasmray::builtin::{BUILTIN_PLUGINS, test_plugins};
 use wasmray::controller::plan;
 use wasmray::controller::wit::{FailedWrite, WriteOperation};
+use wasmray::controller::ParentKind;
+use wasmray::controller::write_policy::{AnswerLimits, KindRef, WritePolicy};
+use wasmray_crds::RayCluster;
 use wasmray::runtime::bindings::types::HostFacts;
 use wasmray::runtime::{
     CallError, CodeSource, LoadError, Plugin, ReconcileInput, Role, Runtime, RuntimeConfig,
@@ -165,6 +168,26 @@ async fn panic_fails_with_trap_error_carrying_the_message() {
     assert_good_plugin_serves(fixture).await;
 }
 
+/// Unbounded recursion ends in a trap that says it ran out of stack, and only this call
+/// fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_overflow_fails_the_call_and_says_so() {
+    let fixture = fixture().await;
+    let err = fixture
+        .runtime
+        .reconcile_with(&fixture.hostile, &input("stack-bomb"))
+        .await
+        .unwrap_err();
+    match &err {
+        CallError::Trap { message, .. } => {
+            assert!(message.starts_with("stack overflow"), "{message}");
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert_names_plugin(&err, &fixture.hostile);
+    assert_good_plugin_serves(fixture).await;
+}
+
 /// The runtime returns an answer as the plugin gave it; the host checks it once, where it
 /// becomes a write plan, and the error names the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +206,7 @@ async fn malformed_output_is_refused_by_the_plan_with_the_field() {
             .reconcile_with(&fixture.hostile, &input(mode))
             .await
             .unwrap();
-        let error = plan::plan(answer, &parent_view(), &NoChildren).unwrap_err();
+        let error = with_policy(|policy| plan::plan(answer, &parent_view(), &NoChildren, policy)).unwrap_err();
         assert!(error.to_string().contains(expected), "{mode}: {error}");
         assert_good_plugin_serves(fixture).await;
     }
@@ -218,14 +241,24 @@ impl plan::ChildIndex for NoChildren {
     fn owned(&self, _: &str, _: &str) -> Option<Vec<plan::OwnedChild>> {
         None
     }
-    fn labels(
-        &self,
-        _: &str,
-        _: &str,
-        _: &str,
-    ) -> Option<std::collections::BTreeMap<String, String>> {
-        None
+    fn find(&self, _: &str, _: &str, _: &str) -> plan::Cached {
+        plan::Cached::KindNotWatched
     }
+}
+
+/// A RayCluster's write policy with the defaults, plus the ConfigMap the contract-0.2 test
+/// plugin writes (as a platform team would allow it in the plugin's binding).
+fn with_policy<T>(f: impl FnOnce(&WritePolicy<'_>) -> T) -> T {
+    let limits = AnswerLimits::default();
+    let extra = [KindRef::new("v1", "ConfigMap")];
+    f(&WritePolicy {
+        kinds: RayCluster::CHILD_KINDS,
+        extra_kinds: &extra,
+        grants: RayCluster::ROLE_GRANTS,
+        limits: &limits,
+        pod_ceiling: None,
+        pods_owned: 0,
+    })
 }
 
 /// A reconciler built against contract 0.2.0 still loads and serves: it gets the 0.3.0
@@ -268,7 +301,7 @@ async fn a_contract_0_2_reconciler_still_loads_and_serves() {
     );
     assert!(answer.finalizers.is_empty() && answer.generated_secrets.is_empty());
     // Its plan is like any other's.
-    let planned = plan::plan(answer, &parent_view(), &NoChildren).unwrap();
+    let planned = with_policy(|policy| plan::plan(answer, &parent_view(), &NoChildren, policy)).unwrap();
     assert_eq!(planned.objects.len(), 1);
 
     let err = runtime

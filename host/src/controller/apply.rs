@@ -2,6 +2,12 @@
 //! server-side apply of children, pod creation, deletions with uid preconditions. Every
 //! write is recorded as an expectation and an event, and every failed one as a
 //! `failed-write` the plugin gets on its next call.
+//!
+//! Pods go out in batches that start at one and double while creates succeed (as the
+//! ReplicaSet controller's slow start), so a rejection costs one request, not hundreds,
+//! and one parent's thousands of creates cannot hold the API budget from the others.
+//! Every batch and every object write stops when the parent's writes are cancelled (the
+//! parent is deleted, the operator stops or loses the lead).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,8 +18,10 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
     PostParams, Preconditions,
 };
+use kube::discovery::Scope;
 use kube::runtime::events::EventType;
 use kube::{Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
 use super::expectations::Expectation;
 use super::plan::{PlannedDeletion, PreparedObject, PreparedPod};
@@ -23,6 +31,9 @@ use super::wit::{Deletion, FailedWrite, WriteMode, WriteOperation};
 pub const PODS_CACHE: usize = 0;
 pub const SERVICES_CACHE: usize = 1;
 pub const FIRST_OTHER_CACHE: usize = 2;
+
+/// Pod creates in flight at most, once slow start has doubled up to it.
+const MAX_POD_BATCH: usize = 64;
 
 /// KubeRay's label naming the Ray node type of a pod; it picks the event reasons of pod
 /// writes (`CreatedHeadPod`, `DeletedWorkerPod`, ...).
@@ -40,6 +51,10 @@ pub struct WriteReport {
     pub errors: Vec<String>,
     /// Number of API writes made.
     pub writes: usize,
+    /// A write failed because the API server could not be reached.
+    pub unreachable: bool,
+    /// The writes were cancelled before they all went out.
+    pub cancelled: bool,
 }
 
 impl WriteReport {
@@ -49,7 +64,48 @@ impl WriteReport {
         self.failed.extend(other.failed);
         self.errors.extend(other.errors);
         self.writes += other.writes;
+        self.unreachable |= other.unreachable;
+        self.cancelled |= other.cancelled;
     }
+
+    /// Records a failed write: a Warning event, a report for the plugin's next call, an
+    /// error for the retry.
+    fn fail(&mut self, reason: String, failed: FailedWrite) {
+        self.events
+            .push((EventType::Warning, reason, failed.message.clone()));
+        self.errors.push(failed.message.clone());
+        self.failed.push(failed);
+    }
+}
+
+/// Whether an error means the API server could not be reached or could not answer, rather
+/// than that it refused the write.
+pub fn is_unreachable(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        kube::Error::Api(status) => matches!(status.code, 502..=504),
+        _ => false,
+    }
+}
+
+/// The API server's message with a generated name (`prefix` and five random characters)
+/// put back to its prefix, so that one rejection reads the same on every attempt and a
+/// condition holding it does not change with each retry.
+pub fn without_generated_name(message: &str, prefix: &str) -> String {
+    if prefix.is_empty() {
+        return message.to_owned();
+    }
+    let is_name_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(prefix) {
+        let after = &rest[at + prefix.len()..];
+        let suffix: String = after.chars().take_while(|c| is_name_char(*c)).collect();
+        out.push_str(&rest[..at + prefix.len()]);
+        rest = if suffix.len() == 5 { &after[5..] } else { after };
+    }
+    out.push_str(rest);
+    out
 }
 
 /// "Head"/"Worker" from a pod's node-type label, for event reasons.
@@ -98,7 +154,7 @@ fn operation_of(mode: WriteMode) -> WriteOperation {
 /// Resolves `apiVersion`/`kind` to an API resource (with its plural), once per kind.
 #[derive(Default)]
 pub struct ResourceResolver {
-    known: Mutex<HashMap<(String, String), ApiResource>>,
+    known: Mutex<HashMap<(String, String), (ApiResource, Scope)>>,
 }
 
 impl ResourceResolver {
@@ -108,23 +164,34 @@ impl ResourceResolver {
         api_version: &str,
         kind: &str,
     ) -> Result<ApiResource, kube::Error> {
+        Ok(self.resolve_scoped(client, api_version, kind).await?.0)
+    }
+
+    /// The resource and whether it is namespaced.
+    pub async fn resolve_scoped(
+        &self,
+        client: &Client,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<(ApiResource, Scope), kube::Error> {
         let key = (api_version.to_owned(), kind.to_owned());
-        if let Some(resource) = self
+        if let Some(known) = self
             .known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
         {
-            return Ok(resource.clone());
+            return Ok(known.clone());
         }
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await?;
+        let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await?;
+        let known = (resource, capabilities.scope);
         self.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, resource.clone());
-        Ok(resource)
+            .insert(key, known.clone());
+        Ok(known)
     }
 }
 
@@ -139,168 +206,159 @@ pub struct ChildWriter<'a> {
     pub cache_of: &'a (dyn Fn(&str, &str) -> Option<usize> + Sync),
     /// The noun of a child kind in event reasons ([`super::parent::ParentKind::child_event_noun`]).
     pub event_noun: &'a (dyn Fn(&str) -> &str + Sync),
+    /// Cancelled when the writes must stop (the parent is gone, the operator stops).
+    pub cancel: &'a CancellationToken,
 }
 
 impl ChildWriter<'_> {
-    /// Creates all pods concurrently.
+    /// Creates the pods in slow-start batches; stops at the first batch with a failure (the
+    /// rest are not attempted) or when cancelled.
     pub async fn create_pods(&self, pods: Vec<PreparedPod>) -> WriteReport {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), self.namespace);
         let params = PostParams {
             dry_run: false,
             field_manager: Some(self.field_manager.to_owned()),
         };
-        let results = join_all(pods.into_iter().map(|prepared| {
-            let api = api.clone();
-            let params = params.clone();
-            async move {
-                let result = api.create(&params, &prepared.pod).await;
-                (prepared, result)
-            }
-        }))
-        .await;
         let mut report = WriteReport::default();
-        for (prepared, result) in results {
-            report.writes += 1;
-            let (role, node_type) = pod_role(prepared.pod.metadata.labels.as_ref());
-            match result {
-                Ok(created) => {
-                    let name = created.name_any();
-                    report.expectations.push(Expectation::Created {
-                        cache: PODS_CACHE,
-                        name: name.clone(),
-                    });
-                    let role_text = if node_type.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{node_type} ")
-                    };
-                    report.events.push((
-                        EventType::Normal,
-                        format!("Created{role}Pod"),
-                        format!("Created {role_text}Pod {}/{name}", self.namespace),
-                    ));
+        let total = pods.len();
+        let mut pending = pods.into_iter();
+        let mut batch_size = 1;
+        let mut sent = 0;
+        while sent < total {
+            let batch: Vec<PreparedPod> = pending.by_ref().take(batch_size).collect();
+            sent += batch.len();
+            let creates = join_all(batch.into_iter().map(|prepared| {
+                let api = api.clone();
+                let params = params.clone();
+                async move {
+                    let result = api.create(&params, &prepared.pod).await;
+                    (prepared, result)
                 }
-                Err(error) => {
-                    let message = format!(
-                        "failed to create {} Pod of group {}: {error}",
-                        if node_type.is_empty() {
-                            "a"
-                        } else {
-                            &node_type
-                        },
-                        prepared.group
-                    );
-                    report.events.push((
-                        EventType::Warning,
-                        format!("FailedToCreate{role}Pod"),
-                        message.clone(),
-                    ));
-                    let meta = &prepared.pod.metadata;
-                    report.failed.push(failed_write(
-                        WriteOperation::Create,
-                        "v1",
-                        "Pod",
-                        meta.name
-                            .as_deref()
-                            .or(meta.generate_name.as_deref())
-                            .unwrap_or_default(),
-                        meta.labels.as_ref(),
-                        &message,
-                    ));
-                    report.errors.push(message);
+            }));
+            let results = tokio::select! {
+                // Dropping the batch abandons the requests not yet answered.
+                () = self.cancel.cancelled() => {
+                    report.cancelled = true;
+                    return report;
                 }
+                results = creates => results,
+            };
+            let failures_before = report.failed.len();
+            for (prepared, result) in results {
+                self.record_pod_create(&mut report, prepared, result);
             }
+            if report.failed.len() > failures_before {
+                let skipped = total - sent;
+                if skipped > 0 {
+                    report.errors.push(format!(
+                        "{skipped} more pod creates not attempted after a failed one"
+                    ));
+                }
+                break;
+            }
+            batch_size = (batch_size * 2).min(MAX_POD_BATCH);
         }
         report
     }
 
-    /// Creates (create-only) or server-side applies other children.
+    fn record_pod_create(
+        &self,
+        report: &mut WriteReport,
+        prepared: PreparedPod,
+        result: Result<Pod, kube::Error>,
+    ) {
+        report.writes += 1;
+        let (role, node_type) = pod_role(prepared.pod.metadata.labels.as_ref());
+        match result {
+            Ok(created) => {
+                let name = created.name_any();
+                report.expectations.push(Expectation::Created {
+                    cache: PODS_CACHE,
+                    name: name.clone(),
+                });
+                let role_text = if node_type.is_empty() {
+                    String::new()
+                } else {
+                    format!("{node_type} ")
+                };
+                report.events.push((
+                    EventType::Normal,
+                    format!("Created{role}Pod"),
+                    format!("Created {role_text}Pod {}/{name}", self.namespace),
+                ));
+            }
+            Err(error) => {
+                report.unreachable |= is_unreachable(&error);
+                let meta = &prepared.pod.metadata;
+                let generate_name = meta.generate_name.as_deref().unwrap_or_default();
+                let message = format!(
+                    "failed to create {} Pod of group {}: {}",
+                    if node_type.is_empty() {
+                        "a"
+                    } else {
+                        &node_type
+                    },
+                    prepared.group,
+                    without_generated_name(&error.to_string(), generate_name)
+                );
+                let failed = failed_write(
+                    WriteOperation::Create,
+                    "v1",
+                    "Pod",
+                    meta.name.as_deref().unwrap_or(generate_name),
+                    meta.labels.as_ref(),
+                    &message,
+                );
+                report.fail(format!("FailedToCreate{role}Pod"), failed);
+            }
+        }
+    }
+
+    /// Creates (create-only) or server-side applies other children, one after another,
+    /// until cancelled.
     pub async fn write_objects(&self, objects: Vec<PreparedObject>) -> WriteReport {
         let mut report = WriteReport::default();
         for prepared in objects {
-            report.merge(self.write_object(prepared).await);
+            if self.cancel.is_cancelled() {
+                report.cancelled = true;
+                break;
+            }
+            let written = tokio::select! {
+                () = self.cancel.cancelled() => {
+                    report.cancelled = true;
+                    break;
+                }
+                written = self.write_object(prepared) => written,
+            };
+            report.merge(written);
         }
         report
     }
 
     async fn write_object(&self, prepared: PreparedObject) -> WriteReport {
         let mut report = WriteReport::default();
-        let PreparedObject {
-            object,
-            api_version,
-            kind,
-            mode,
-        } = prepared;
-        let label = object
+        let label = prepared
+            .object
             .metadata
             .name
             .clone()
-            .or_else(|| object.metadata.generate_name.clone())
+            .or_else(|| prepared.object.metadata.generate_name.clone())
             .unwrap_or_default();
-        // A failed write: a Warning event, a report for the plugin's next call, an error.
-        let fail = |report: &mut WriteReport, message: String| {
-            report.events.push((
-                EventType::Warning,
-                format!("FailedToCreate{}", (self.event_noun)(&kind)),
-                message.clone(),
-            ));
-            report.failed.push(failed_write(
-                operation_of(mode),
-                &api_version,
-                &kind,
-                &label,
-                object.metadata.labels.as_ref(),
-                &message,
-            ));
-            report.errors.push(message);
+        let verb = match prepared.mode {
+            WriteMode::Apply => "apply",
+            WriteMode::CreateOnly => "create",
         };
-        let resource = match self
-            .resolver
-            .resolve(self.client, &api_version, &kind)
-            .await
-        {
-            Ok(resource) => resource,
-            Err(error) => {
-                let message = format!("cannot resolve {api_version} {kind}: {error}");
-                fail(&mut report, message);
-                return report;
-            }
-        };
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), self.namespace, &resource);
-        report.writes += 1;
-        let result = match mode {
-            WriteMode::CreateOnly => {
-                let params = PostParams {
-                    dry_run: false,
-                    field_manager: Some(self.field_manager.to_owned()),
-                };
-                match api.create(&params, &object).await {
-                    Ok(created) => Ok(Some(created)),
-                    // Create-only: an existing object is left as it is.
-                    Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(None),
-                    Err(error) => Err(error),
-                }
-            }
-            WriteMode::Apply => api
-                .patch(
-                    &label,
-                    &PatchParams::apply(self.field_manager).force(),
-                    &Patch::Apply(&object),
-                )
-                .await
-                .map(Some),
-        };
-        match result {
+        let kind = prepared.kind.clone();
+        match self.put(&prepared, &label, &mut report).await {
             Ok(Some(written)) => {
                 let name = written.name_any();
-                if let Some(cache) = (self.cache_of)(&api_version, &kind) {
+                if let Some(cache) = (self.cache_of)(&prepared.api_version, &kind) {
                     report.expectations.push(Expectation::Created {
                         cache,
                         name: name.clone(),
                     });
                 }
-                if mode == WriteMode::CreateOnly {
+                if prepared.mode == WriteMode::CreateOnly {
                     report.events.push((
                         EventType::Normal,
                         format!("Created{}", (self.event_noun)(&kind)),
@@ -309,29 +367,126 @@ impl ChildWriter<'_> {
                 }
             }
             Ok(None) => {}
-            Err(error) => {
-                let verb = if mode == WriteMode::Apply {
-                    "apply"
-                } else {
-                    "create"
-                };
+            Err(why) => {
                 let message = format!(
-                    "failed to {verb} {kind} {}/{label}: {error}",
-                    self.namespace
+                    "failed to {verb} {kind} {}/{label}: {}",
+                    self.namespace,
+                    without_generated_name(
+                        &why,
+                        prepared
+                            .object
+                            .metadata
+                            .generate_name
+                            .as_deref()
+                            .unwrap_or_default()
+                    )
                 );
-                fail(&mut report, message);
+                let failed = failed_write(
+                    operation_of(prepared.mode),
+                    &prepared.api_version,
+                    &kind,
+                    &label,
+                    prepared.object.metadata.labels.as_ref(),
+                    &message,
+                );
+                report.fail(format!("FailedToCreate{}", (self.event_noun)(&kind)), failed);
             }
         }
         report
     }
 
-    /// Deletes children with their uid as precondition; gone or replaced ones are fine.
+    /// Writes one object: Some(object) when written, None when a create-only object
+    /// exists already, Err(why) when refused. An object to apply that the caches do not
+    /// show as this parent's is created, so that an existing object of someone else's is
+    /// never taken over: if one exists, it is applied only if the parent controls it.
+    async fn put(
+        &self,
+        prepared: &PreparedObject,
+        name: &str,
+        report: &mut WriteReport,
+    ) -> Result<Option<DynamicObject>, String> {
+        let (api_version, kind) = (&prepared.api_version, &prepared.kind);
+        let (resource, scope) = self
+            .resolver
+            .resolve_scoped(self.client, api_version, kind)
+            .await
+            .map_err(|error| {
+                report.unreachable |= is_unreachable(&error);
+                format!("cannot resolve {api_version} {kind}: {error}")
+            })?;
+        if scope == Scope::Cluster {
+            return Err(format!(
+                "{api_version} {kind} is cluster-scoped; the host writes only namespaced children"
+            ));
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), self.namespace, &resource);
+        let create = PostParams {
+            dry_run: false,
+            field_manager: Some(self.field_manager.to_owned()),
+        };
+        let apply = PatchParams::apply(self.field_manager).force();
+        let mut api_error = |error: kube::Error| {
+            report.unreachable |= is_unreachable(&error);
+            error.to_string()
+        };
+        report.writes += 1;
+        if prepared.mode == WriteMode::Apply && prepared.owned {
+            return api
+                .patch(name, &apply, &Patch::Apply(&prepared.object))
+                .await
+                .map(Some)
+                .map_err(api_error);
+        }
+        match api.create(&create, &prepared.object).await {
+            Ok(created) => Ok(Some(created)),
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                if prepared.mode == WriteMode::CreateOnly {
+                    // Create-only: an existing object is left as it is.
+                    return Ok(None);
+                }
+                let owner_uid = prepared
+                    .object
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .map(|owner| owner.uid.as_str())
+                    .next()
+                    .unwrap_or_default();
+                let existing = api.get(name).await.map_err(&mut api_error)?;
+                let controlled = existing
+                    .owner_references()
+                    .iter()
+                    .any(|owner| owner.controller == Some(true) && owner.uid == owner_uid);
+                if !controlled {
+                    return Err(format!(
+                        "{kind} {}/{name} exists and is not controlled by this parent; it is left as it is",
+                        self.namespace
+                    ));
+                }
+                report.writes += 1;
+                api.patch(name, &apply, &Patch::Apply(&prepared.object))
+                    .await
+                    .map(Some)
+                    .map_err(api_error)
+            }
+            Err(error) => Err(api_error(error)),
+        }
+    }
+
+    /// Deletes children with their uid as precondition.
     pub async fn delete(&self, deletions: &[PlannedDeletion]) -> WriteReport {
         let results = join_all(deletions.iter().map(|planned| async move {
             let result = self.delete_one(&planned.deletion).await;
             (planned, result)
-        }))
-        .await;
+        }));
+        let results = tokio::select! {
+            () = self.cancel.cancelled() => {
+                return WriteReport { cancelled: true, ..WriteReport::default() };
+            }
+            results = results => results,
+        };
         let mut report = WriteReport::default();
         for (planned, result) in results {
             let deletion = &planned.deletion;
@@ -352,14 +507,17 @@ impl ChildWriter<'_> {
             } else {
                 deletion.kind.clone()
             };
+            let expect_gone = |report: &mut WriteReport| {
+                if let Some(cache) = (self.cache_of)(&deletion.api_version, &deletion.kind) {
+                    report.expectations.push(Expectation::Deleted {
+                        cache,
+                        uid: deletion.uid.clone(),
+                    });
+                }
+            };
             match result {
-                Ok(()) => {
-                    if let Some(cache) = (self.cache_of)(&deletion.api_version, &deletion.kind) {
-                        report.expectations.push(Expectation::Deleted {
-                            cache,
-                            uid: deletion.uid.clone(),
-                        });
-                    }
+                Ok(Deleted::Now) => {
+                    expect_gone(&mut report);
                     let reason = if deletion.reason.is_empty() {
                         String::new()
                     } else {
@@ -374,32 +532,37 @@ impl ChildWriter<'_> {
                         ),
                     ));
                 }
+                // Gone before the request: nothing was deleted, so no event says so.
+                Ok(Deleted::AlreadyGone) => expect_gone(&mut report),
                 Err(error) => {
+                    report.unreachable |= is_unreachable(&error);
+                    let why = match &error {
+                        kube::Error::Api(status) if status.is_conflict() => format!(
+                            "the object named so now has another uid than {} (precondition failed); nothing was deleted",
+                            deletion.uid
+                        ),
+                        _ => error.to_string(),
+                    };
                     let message = format!(
-                        "failed to delete {described} {}/{}: {error}",
+                        "failed to delete {described} {}/{}: {why}",
                         self.namespace, deletion.name
                     );
-                    report.events.push((
-                        EventType::Warning,
-                        format!("FailedToDelete{what}"),
-                        message.clone(),
-                    ));
-                    report.failed.push(failed_write(
+                    let failed = failed_write(
                         WriteOperation::Delete,
                         &deletion.api_version,
                         &deletion.kind,
                         &deletion.name,
                         Some(&planned.labels),
                         &message,
-                    ));
-                    report.errors.push(message);
+                    );
+                    report.fail(format!("FailedToDelete{what}"), failed);
                 }
             }
         }
         report
     }
 
-    async fn delete_one(&self, deletion: &Deletion) -> Result<(), kube::Error> {
+    async fn delete_one(&self, deletion: &Deletion) -> Result<Deleted, kube::Error> {
         let resource = self
             .resolver
             .resolve(self.client, &deletion.api_version, &deletion.kind)
@@ -414,12 +577,44 @@ impl ChildWriter<'_> {
             ..DeleteParams::default()
         };
         match api.delete(&deletion.name, &params).await {
-            Ok(_) => Ok(()),
-            // Already gone, or a different object now has the name (uid precondition).
-            Err(kube::Error::Api(status)) if status.is_not_found() || status.is_conflict() => {
-                Ok(())
-            }
+            Ok(_) => Ok(Deleted::Now),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Deleted::AlreadyGone),
             Err(error) => Err(error),
         }
+    }
+}
+
+/// What a delete did.
+enum Deleted {
+    Now,
+    AlreadyGone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_are_put_back_to_their_prefix() {
+        let prefix = "rc-small-worker-";
+        for (message, expected) in [
+            (
+                r#"pods "rc-small-worker-x7k2q" is forbidden: exceeded quota: q, requested: cpu=1"#,
+                r#"pods "rc-small-worker-" is forbidden: exceeded quota: q, requested: cpu=1"#,
+            ),
+            // Not five name characters: not a generated suffix.
+            (
+                r#"pods "rc-small-worker-abc" is invalid"#,
+                r#"pods "rc-small-worker-abc" is invalid"#,
+            ),
+            (
+                "rc-small-worker-aaaaa and rc-small-worker-bbbbb",
+                "rc-small-worker- and rc-small-worker-",
+            ),
+            ("no name here", "no name here"),
+        ] {
+            assert_eq!(without_generated_name(message, prefix), expected);
+        }
+        assert_eq!(without_generated_name("as is", ""), "as is");
     }
 }

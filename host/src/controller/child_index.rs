@@ -9,8 +9,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::channel::mpsc::UnboundedSender;
@@ -131,6 +132,32 @@ impl<V> IndexState<V> {
     }
 }
 
+/// What the controller needs of any child cache, whatever it holds: its name for logs and
+/// when its lists complete.
+pub trait ListedIndex: Send + Sync {
+    fn description(&self) -> &str;
+    /// Full lists loaded so far.
+    fn lists(&self) -> u64;
+    /// Resolves once more than `count` full lists have been loaded.
+    fn wait_lists_past(&self, count: u64) -> futures::future::BoxFuture<'_, ()>;
+    /// Resolves once the first full list has been loaded.
+    fn wait_synced(&self) -> futures::future::BoxFuture<'_, ()> {
+        self.wait_lists_past(0)
+    }
+}
+
+impl<V: Send + Sync> ListedIndex for OwnedIndex<V> {
+    fn description(&self) -> &str {
+        &self.description
+    }
+    fn lists(&self) -> u64 {
+        OwnedIndex::lists(self)
+    }
+    fn wait_lists_past(&self, count: u64) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(OwnedIndex::wait_lists_past(self, count))
+    }
+}
+
 /// A cache of one child kind (under one label selector), indexed by parent uid.
 #[derive(Debug)]
 pub struct OwnedIndex<V> {
@@ -139,8 +166,9 @@ pub struct OwnedIndex<V> {
     state: RwLock<IndexState<V>>,
     /// Buffer of a (re)list in progress.
     relist: RwLock<Option<IndexState<V>>>,
-    synced: AtomicBool,
-    synced_notify: Notify,
+    /// Full lists loaded so far (the first one makes the cache synced).
+    lists: AtomicU64,
+    listed: Notify,
 }
 
 impl<V> OwnedIndex<V> {
@@ -149,8 +177,8 @@ impl<V> OwnedIndex<V> {
             description: description.into(),
             state: RwLock::new(IndexState::default()),
             relist: RwLock::new(None),
-            synced: AtomicBool::new(false),
-            synced_notify: Notify::new(),
+            lists: AtomicU64::new(0),
+            listed: Notify::new(),
         }
     }
 
@@ -190,6 +218,14 @@ impl<V> OwnedIndex<V> {
         })
     }
 
+    /// The uid of the parent a cached object belongs to, whichever parent that is.
+    pub fn parent_of(&self, namespace: &str, name: &str) -> Option<String> {
+        self.read()
+            .parent_of
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
     /// Number of cached children (all parents).
     pub fn len(&self) -> usize {
         self.read().parent_of.len()
@@ -199,15 +235,25 @@ impl<V> OwnedIndex<V> {
         self.len() == 0
     }
 
-    /// Resolves once the first full list has been loaded.
-    pub async fn wait_synced(&self) {
+    /// Full lists loaded so far.
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::Acquire)
+    }
+
+    /// Resolves once more than `count` full lists have been loaded.
+    pub async fn wait_lists_past(&self, count: u64) {
         loop {
-            let notified = self.synced_notify.notified();
-            if self.synced.load(Ordering::Acquire) {
+            let notified = self.listed.notified();
+            if self.lists() > count {
                 return;
             }
             notified.await;
         }
+    }
+
+    /// Resolves once the first full list has been loaded.
+    pub async fn wait_synced(&self) {
+        self.wait_lists_past(0).await;
     }
 
     /// Applies one watch event; returns the parents to reconcile as (namespace, name).
@@ -258,8 +304,8 @@ impl<V> OwnedIndex<V> {
                 *state = fresh;
                 drop(state);
                 touched.extend(parents);
-                self.synced.store(true, Ordering::Release);
-                self.synced_notify.notify_waiters();
+                self.lists.fetch_add(1, Ordering::AcqRel);
+                self.listed.notify_waiters();
             }
         }
         touched
@@ -311,7 +357,7 @@ pub async fn run_child_watch<K, V, P, F>(
             placement,
         }
     };
-    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut events = watcher(api, config).backoff(watch_backoff()).boxed();
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
@@ -333,6 +379,21 @@ pub async fn run_child_watch<K, V, P, F>(
             let _ = triggers.unbounded_send(ObjectRef::new(&name).within(&namespace));
         }
     }
+}
+
+/// Backoff of the watches after an error: from 200 ms up to 2 s (kube's default grows to
+/// 30 s, which would leave the caches that long behind an API server that answers again).
+pub fn watch_backoff() -> impl kube::runtime::utils::Backoff + Send {
+    kube::runtime::utils::ResetTimerBackoff::new(
+        kube::runtime::watcher::ExponentialBackoff::from(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(2))
+                .with_jitter()
+                .without_max_times(),
+        ),
+        Duration::from_secs(120),
+    )
 }
 
 /// An [`ApiResource`] for a dynamic child kind, from `apiVersion` and `kind`.
@@ -452,7 +513,7 @@ mod tests {
     #[test]
     fn relist_replaces_contents_and_triggers_old_and_new_parents() {
         let index = OwnedIndex::<String>::new("pods");
-        assert!(!index.synced.load(Ordering::Acquire));
+        assert_eq!(index.lists(), 0);
         index.apply_event(watcher::Event::Apply(placed(pod("a", Some(("u1", "rc1"))))));
         index.apply_event(watcher::Event::Init);
         index.apply_event(watcher::Event::InitApply(placed(pod(
@@ -472,7 +533,7 @@ mod tests {
         );
         assert!(index.children_of("u1").is_empty());
         assert_eq!(index.children_of("u2").len(), 1);
-        assert!(index.synced.load(Ordering::Acquire));
+        assert_eq!(index.lists(), 1);
     }
 
     #[test]

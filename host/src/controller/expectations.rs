@@ -29,6 +29,9 @@ impl<V> Lookup for super::child_index::OwnedIndex<V> {
     }
 }
 
+/// How often a parent waiting for its own write to show in the cache looks again.
+pub const PARENT_VERSION_POLL: Duration = Duration::from_millis(200);
+
 /// Whether the plugin may be called for a parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Readiness {
@@ -93,7 +96,17 @@ impl Expectations {
                     state.expected = None;
                     return Readiness::Ready;
                 }
-                Readiness::Waiting(timeout - waited)
+                let remaining = timeout - waited;
+                // The parent watch drops the host's own status writes (only spec, label,
+                // annotation, finalizer and deletion changes trigger), so no event says
+                // when an awaited parent version arrives: look again shortly.
+                if items
+                    .iter()
+                    .any(|item| matches!(item, Expectation::ParentVersion(_)))
+                {
+                    return Readiness::Waiting(remaining.min(PARENT_VERSION_POLL));
+                }
+                Readiness::Waiting(remaining)
             })
             .unwrap_or(Readiness::Ready)
     }

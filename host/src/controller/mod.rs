@@ -8,7 +8,8 @@
 //!
 //! Modules: [`child_index`] (child caches indexed by parent), [`input_records`] (objects to
 //! contract records), [`expectations`] (a plugin sees its own writes), [`apply`] (writes),
-//! [`plan`] (an answer checked and parsed once into writes), [`status`] (status diff and
+//! [`plan`] (an answer checked and parsed once into writes), [`write_policy`] (what an
+//! answer may write), [`status`] (status diff and
 //! the host's conditions), [`parent`] (the driver),
 //! [`ray_io`] (the Ray queries and actions plugins ask for), [`raycluster`] and [`rayjob`]
 //! (what is specific to each kind).
@@ -27,6 +28,7 @@ pub mod raycluster;
 pub mod rayjob;
 pub mod secrets;
 pub mod status;
+pub mod write_policy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,11 +81,20 @@ pub struct ControllerConfig {
     pub bindings: BTreeMap<String, String>,
     /// Configuration text given to each plugin, by plugin name.
     pub plugin_config: BTreeMap<String, String>,
+    /// Child kinds beyond its parent kind's and raised answer limits, by plugin name
+    /// (the platform team's; see `write_policy.rs`).
+    pub allowances: write_policy::Allowances,
     /// Honour the `wasmray.io/dashboard-address` RayCluster annotation (tests and demos
     /// only: with it, whoever may annotate a RayCluster picks the address the operator calls).
     pub allow_dashboard_address_override: bool,
     /// Deadline of each Ray dashboard request.
     pub ray_timeout: Duration,
+    /// The soonest a plugin's answer may ask to be called again; sooner is raised to it.
+    pub requeue_floor: Duration,
+    /// Write rounds (reconciles that write) per second one object may make, sustained.
+    pub object_write_rounds_per_second: u32,
+    /// Write rounds one object may make in a burst above that rate.
+    pub object_write_burst: u32,
 }
 
 impl Default for ControllerConfig {
@@ -106,8 +117,12 @@ impl Default for ControllerConfig {
                 ("RayJob".to_owned(), rayjob::BUILTIN_PLUGIN.to_owned()),
             ]),
             plugin_config: BTreeMap::new(),
+            allowances: write_policy::Allowances::new(),
             allow_dashboard_address_override: false,
             ray_timeout: crate::ray::DashboardClient::DEFAULT_TIMEOUT,
+            requeue_floor: Duration::from_secs(1),
+            object_write_rounds_per_second: 2,
+            object_write_burst: 10,
         }
     }
 }
@@ -254,6 +269,14 @@ pub async fn run_with_telemetry(
             let _ = stop.wait_for(|stop| *stop).await;
         }
     };
+    // On shutdown the writes in flight stop at once; the controllers then finish the
+    // reconciles in flight (which write nothing more) and return.
+    let stopping = shared.stopping.clone();
+    let stop_writes = stopped();
+    let stop_writes = tokio::spawn(async move {
+        stop_writes.await;
+        stopping.cancel();
+    });
     let mut controllers: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     for namespace in namespaces {
         controllers.push(Box::pin(run_controller::<wasmray_crds::RayCluster>(
@@ -268,6 +291,7 @@ pub async fn run_with_telemetry(
         )));
     }
     futures::future::join_all(controllers).await;
+    stop_writes.abort();
 }
 
 #[cfg(test)]

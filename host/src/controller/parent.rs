@@ -7,36 +7,45 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt as _, watcher};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use std::num::NonZeroU32;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::apply::{
     ChildWriter, FIRST_OTHER_CACHE, PODS_CACHE, ResourceResolver, SERVICES_CACHE, WriteReport,
+    is_unreachable,
 };
-use super::child_index::{OwnedIndex, ParentKindRef, api_resource, run_child_watch};
+use super::child_index::{
+    ListedIndex, OwnedIndex, ParentKindRef, api_resource, run_child_watch, watch_backoff,
+};
 use super::events::EventSink;
 use super::expectations::{Expectation, Expectations, Lookup, Readiness};
 use super::input_records::{
     PodTable, first_pod_labels, now, observe_object, observed_service, pod_record, pod_table,
 };
 use super::parent_state::ParentStates;
-use super::plan::{self, ChildIndex, OwnedChild, ParentView, Plan};
+use super::plan::{self, Cached, ChildIndex, OwnedChild, ParentView, Plan};
+use super::write_policy::{Grant, PluginAllowance, WritePolicy};
 use super::plugin_host::{CallFailure, PluginHost};
 use super::ray_io::{Clusters, RayIo};
 use super::secrets::{SecretError, SecretsEnsured};
 use super::status::{
-    DELETION_BLOCKED_CONDITION, condition_reason, host_condition, plugin_failure,
-    plugin_failure_condition, strip_host_conditions,
+    DELETION_BLOCKED_CONDITION, THROTTLED_CONDITION, WRITE_FAILURE_CONDITION, condition_reason,
+    host_condition, plugin_failure, plugin_failure_condition, strip_host_conditions, throttled,
+    write_failure,
 };
 use super::wit::{
     DashboardReachability, HostFacts, ObservedObject, ObservedPods, ObservedService,
@@ -51,6 +60,11 @@ use std::sync::atomic::Ordering;
 /// since WasmRay serves KubeRay's API in its place. An object managed by anyone else (e.g.
 /// MultiKueue) is never passed to a plugin and never written to.
 pub const MANAGED_BY_THIS_OPERATOR: &[&str] = &[wasmray_crds::constants::MANAGED_BY_KUBERAY];
+/// Consecutive calls after which an object that keeps hitting a limit gets a Warning event
+/// (and then every 60 times as many).
+const PERSISTENT: u32 = 10;
+/// Calls in a row that follow the host's own status write promptly.
+const STATUS_FOLLOW_UPS: u32 = 3;
 /// Annotation kubectl writes with a full copy of the object; dropped from the cache.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -91,6 +105,18 @@ pub trait ParentKind:
 
     /// The children to watch.
     fn child_watches() -> ChildWatches;
+
+    /// The child kinds (apiVersion, kind) a plugin may write or delete for a parent of this
+    /// kind: the children KubeRay makes for it. A platform team adds more per plugin.
+    const CHILD_KINDS: &'static [(&'static str, &'static str)];
+
+    /// What a Role among the children may grant (nothing unless the kind says so).
+    const ROLE_GRANTS: &'static [Grant] = &[];
+
+    /// The most pods the parent's spec allows, if it bounds them.
+    fn pod_ceiling(&self) -> Option<usize> {
+        None
+    }
 
     /// What KubeRay's events call a child of this kind (`Created<noun>`,
     /// `Deleted<noun>`, `FailedToCreate<noun>`): the kind itself unless a parent names
@@ -133,7 +159,18 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<health::Readiness>,
     resolver: ResourceResolver,
+    /// Cancelled when the controllers stop: every write in flight stops with it.
+    pub stopping: CancellationToken,
+    /// Write rounds per object (by uid), so that one object's churn cannot take the API
+    /// budget of the others.
+    write_rounds: WriteRounds,
 }
+
+type WriteRounds = governor::RateLimiter<
+    String,
+    governor::state::keyed::DefaultKeyedStateStore<String>,
+    governor::clock::DefaultClock,
+>;
 
 impl Shared {
     pub fn new(
@@ -143,6 +180,11 @@ impl Shared {
         telemetry: Telemetry,
     ) -> Arc<Self> {
         let permits = Semaphore::new(usize::from(config.concurrency.max(1)));
+        let rate = NonZeroU32::new(config.object_write_rounds_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.object_write_burst).unwrap_or(NonZeroU32::MIN);
+        let write_rounds = governor::RateLimiter::keyed(
+            governor::Quota::per_second(rate).allow_burst(burst),
+        );
         Arc::new(Shared {
             client: clients.api,
             events_client: clients.events,
@@ -153,6 +195,8 @@ impl Shared {
             metrics: telemetry.metrics,
             readiness: telemetry.readiness,
             resolver: ResourceResolver::default(),
+            stopping: CancellationToken::new(),
+            write_rounds,
         })
     }
 
@@ -187,7 +231,12 @@ pub enum ReconcileError {
     #[error("{0}")]
     Plugin(CallFailure),
     #[error("{count} write(s) failed: {first}")]
-    Writes { count: usize, first: String },
+    Writes {
+        count: usize,
+        first: String,
+        /// A write failed because the API server could not be reached.
+        unreachable: bool,
+    },
     #[error("updating the finalizers of {name}: {source}")]
     Metadata {
         name: String,
@@ -210,6 +259,20 @@ pub enum ReconcileError {
     },
 }
 
+impl ReconcileError {
+    /// Whether the API server could not be reached (rather than refused something).
+    fn unreachable(&self) -> bool {
+        match self {
+            ReconcileError::Plugin(_) => false,
+            ReconcileError::Writes { unreachable, .. } => *unreachable,
+            ReconcileError::Metadata { source, .. }
+            | ReconcileError::Status { source, .. }
+            | ReconcileError::Observe { source, .. } => is_unreachable(source),
+            ReconcileError::Secret(error) => error.unreachable(),
+        }
+    }
+}
+
 /// One controller's state: a parent kind in one namespace scope.
 pub struct Scope<P> {
     shared: Arc<Shared>,
@@ -224,6 +287,10 @@ pub struct Scope<P> {
     /// Ray queries and action results between calls.
     ray: RayIo,
     secrets: SecretsEnsured,
+    /// Set by the first reconcile that finds the API server unreachable; the recovery task
+    /// clears it once the API server answers again.
+    api_down: std::sync::atomic::AtomicBool,
+    outage: Notify,
     _kind: PhantomData<fn() -> P>,
 }
 
@@ -286,6 +353,8 @@ impl<P: ParentKind> Scope<P> {
             states,
             shared,
             namespace,
+            api_down: std::sync::atomic::AtomicBool::new(false),
+            outage: Notify::new(),
             _kind: PhantomData,
         }
     }
@@ -309,6 +378,21 @@ impl<P: ParentKind> Scope<P> {
             }
             None => Api::all_with(self.shared.client.clone(), &resource),
         }
+    }
+
+    /// Every child cache, as its relist and sync signals.
+    fn indexes(&self) -> Vec<Arc<dyn ListedIndex>> {
+        let mut indexes: Vec<Arc<dyn ListedIndex>> = Vec::new();
+        if P::child_watches().pods.is_some() {
+            indexes.push(self.pods.clone());
+        }
+        for index in &self.services {
+            indexes.push(index.clone());
+        }
+        for (_, index) in &self.others {
+            indexes.push(index.clone());
+        }
+        indexes
     }
 
     /// Expectation cache id of a child kind.
@@ -589,7 +673,8 @@ impl<P: ParentKind> Scope<P> {
         }
     }
 
-    /// Carries out a plan (see `plan.rs` for the order).
+    /// Carries out a plan (see `plan.rs` for the order). `cancel` stops the writes.
+    #[allow(clippy::too_many_arguments)]
     async fn carry_out(
         &self,
         parent: &P,
@@ -598,6 +683,7 @@ impl<P: ParentKind> Scope<P> {
         plugin: &str,
         plan: Plan,
         known: &[ObservedObject],
+        cancel: &CancellationToken,
     ) -> Result<Action, ReconcileError> {
         let namespace = parent.namespace().unwrap_or_default();
         if let Some(finalizers) = &plan.add_finalizers {
@@ -612,6 +698,7 @@ impl<P: ParentKind> Scope<P> {
             resolver: &self.shared.resolver,
             cache_of: &cache_of,
             event_noun: &P::child_event_noun,
+            cancel,
         };
         let mut report = WriteReport::default();
         if !plan.secrets.is_empty() {
@@ -619,28 +706,48 @@ impl<P: ParentKind> Scope<P> {
             report.merge(self.ensure_secrets(parent, uid, &plan.secrets).await?);
         }
         // KubeRay's order: services and other children, then pods.
-        if !plan.objects.is_empty() {
+        if !plan.objects.is_empty() && !report.cancelled {
             report.merge(writer.write_objects(plan.objects).await);
         }
-        if !plan.pods.is_empty() {
+        if !plan.pods.is_empty() && !report.cancelled {
             report.merge(writer.create_pods(plan.pods).await);
         }
-        if !plan.deletions.is_empty() {
+        if !plan.deletions.is_empty() && !report.cancelled {
             report.merge(writer.delete(&plan.deletions).await);
         }
         self.shared.count_writes(report.writes);
         self.expectations
             .expect(uid, std::mem::take(&mut report.expectations));
+        if report.cancelled {
+            // The parent is going away or the operator stops: what was written stays
+            // recorded, nothing more is written for this answer.
+            self.publish(parent, std::mem::take(&mut report.events));
+            tracing::info!(object = %parent.name_any(), namespace, writes = report.writes, "writes cancelled");
+            return Ok(Action::await_change());
+        }
         if !report.failed.is_empty() {
             let failed = std::mem::take(&mut report.failed);
             self.states.with(uid, |state| state.failed_writes = failed);
         }
 
+        let status_written = plan.status.is_some();
         if let Some(new_status) = plan.status {
             let manager = self.shared.config.field_manager.clone();
-            if let Some(version) = self.apply_status(parent, &manager, new_status).await? {
-                self.expectations
-                    .expect(uid, [Expectation::ParentVersion(version)]);
+            match self.apply_status(parent, &manager, new_status).await {
+                Ok(Some(version)) => self
+                    .expectations
+                    .expect(uid, [Expectation::ParentVersion(version)]),
+                Ok(None) => {}
+                Err(error) => {
+                    let message = error.to_string();
+                    report.errors.push(message.clone());
+                    report.unreachable |= error.unreachable();
+                    report.events.push((
+                        EventType::Warning,
+                        "FailedToUpdateStatus".to_owned(),
+                        message,
+                    ));
+                }
             }
         }
         if plugin_failure(current_status).is_some() {
@@ -654,6 +761,8 @@ impl<P: ParentKind> Scope<P> {
                     .expect(uid, [Expectation::ParentVersion(version)]);
             }
         }
+        self.report_write_failures(parent, uid, current_status, &report)
+            .await;
         if !plan.held_while_deleting.is_empty() {
             let holder = self
                 .shared
@@ -691,6 +800,7 @@ impl<P: ParentKind> Scope<P> {
             return Err(ReconcileError::Writes {
                 count: report.errors.len(),
                 first: first.clone(),
+                unreachable: report.unreachable,
             });
         }
         let acted = !plan.ray_actions.is_empty();
@@ -702,8 +812,202 @@ impl<P: ParentKind> Scope<P> {
         if let Some(finalizers) = plan.release_finalizers {
             self.set_finalizers(parent, uid, finalizers).await?;
         }
-        Ok(plan::next_call(plan.requeue_after, acted, new_query)
-            .map_or_else(Action::await_change, Action::requeue))
+        let requested = self
+            .floored(parent, uid, current_status, plan.requeue_after)
+            .await;
+        // The parent watch ignores the host's own status writes, so a plugin that moves
+        // through states (e.g. a RayJob's) is called again promptly after one; a few times
+        // in a row at most, so a status that changes on every call settles at the
+        // plugin's own requeue.
+        let follow_status = self.states.with(uid, |state| {
+            state.status_rounds = if status_written {
+                state.status_rounds.saturating_add(1)
+            } else {
+                0
+            };
+            status_written && state.status_rounds <= STATUS_FOLLOW_UPS
+        });
+        Ok(
+            plan::next_call(requested, acted || follow_status, new_query)
+                .map_or_else(Action::await_change, Action::requeue),
+        )
+    }
+
+    /// The plugin's requeue, raised to the floor; an object that keeps asking for less gets
+    /// a Warning event (and the metric counts every time).
+    async fn floored(
+        &self,
+        parent: &P,
+        uid: &str,
+        current_status: Option<&Value>,
+        requested: Option<Duration>,
+    ) -> Option<Duration> {
+        let floor = self.shared.config.requeue_floor;
+        let below = requested.is_some_and(|after| after < floor);
+        let hits = self.states.with(uid, |state| {
+            state.requeue_floor_hits = if below {
+                state.requeue_floor_hits.saturating_add(1)
+            } else {
+                0
+            };
+            state.requeue_floor_hits
+        });
+        if below {
+            self.shared
+                .metrics
+                .throttled(&P::kind(&()), "requeue-floor");
+            if hits == PERSISTENT || hits % (PERSISTENT * 60) == 0 {
+                let message = format!(
+                    "the plugin asked {hits} times in a row to be called again in less than the floor of {floor:?}; it is called every {floor:?}"
+                );
+                self.throttle_warning(parent, uid, current_status, "RequeueFloor", message)
+                    .await;
+            }
+        } else {
+            self.throttle_over(parent, uid, current_status, "RequeueFloor")
+                .await;
+        }
+        requested.map(|after| after.max(floor))
+    }
+
+    /// A Warning event, a log line and the `Throttled` condition: an object keeps hitting
+    /// a host limit.
+    async fn throttle_warning(
+        &self,
+        parent: &P,
+        uid: &str,
+        current_status: Option<&Value>,
+        reason: &str,
+        message: String,
+    ) {
+        tracing::warn!(object = %parent.name_any(), namespace = ?parent.namespace(), reason, "{message}");
+        if let Some(condition) = host_condition(
+            current_status,
+            THROTTLED_CONDITION,
+            reason,
+            &message,
+            &now_rfc3339(),
+            parent.meta().generation,
+        ) {
+            self.apply_host_condition(parent, uid, &self.throttled_manager(), condition)
+                .await;
+        }
+        self.publish(parent, vec![(EventType::Warning, reason.to_owned(), message)]);
+    }
+
+    /// Withdraws the `Throttled` condition set for `reason`, if it is set.
+    async fn throttle_over(
+        &self,
+        parent: &P,
+        uid: &str,
+        current_status: Option<&Value>,
+        reason: &str,
+    ) {
+        if throttled(current_status).is_some_and(|condition| condition["reason"] == reason)
+            && let Ok(Some(version)) = self
+                .apply_status(parent, &self.throttled_manager(), json!({}))
+                .await
+        {
+            self.expectations
+                .expect(uid, [Expectation::ParentVersion(version)]);
+        }
+    }
+
+    fn throttled_manager(&self) -> String {
+        format!("{}-throttled", self.shared.config.field_manager)
+    }
+
+    /// Sets (or clears) the `WriteFailure` condition from the writes of one answer, and logs
+    /// each failure at warn.
+    async fn report_write_failures(
+        &self,
+        parent: &P,
+        uid: &str,
+        current_status: Option<&Value>,
+        report: &WriteReport,
+    ) {
+        let manager = self.write_failure_manager();
+        let Some(first) = report.errors.first() else {
+            if write_failure(current_status).is_some()
+                && let Ok(Some(version)) = self.apply_status(parent, &manager, json!({})).await
+            {
+                self.expectations
+                    .expect(uid, [Expectation::ParentVersion(version)]);
+            }
+            return;
+        };
+        for error in &report.errors {
+            tracing::warn!(object = %parent.name_any(), namespace = ?parent.namespace(), %error, "write failed");
+        }
+        let message = if report.errors.len() == 1 {
+            first.clone()
+        } else {
+            format!("{first} (and {} more)", report.errors.len() - 1)
+        };
+        let reason = if report.unreachable {
+            "APIServerUnreachable"
+        } else {
+            "WriteRejected"
+        };
+        if let Some(condition) = host_condition(
+            current_status,
+            WRITE_FAILURE_CONDITION,
+            reason,
+            &message,
+            &now_rfc3339(),
+            parent.meta().generation,
+        ) {
+            self.apply_host_condition(parent, uid, &manager, condition)
+                .await;
+        }
+    }
+
+    /// None if the object may make a write round now, else how long until it may; an object
+    /// that keeps being held back gets a Warning event.
+    async fn write_round_wait(
+        &self,
+        parent: &P,
+        uid: &str,
+        current_status: Option<&Value>,
+    ) -> Option<Duration> {
+        let clock = governor::clock::DefaultClock::default();
+        let wait = match self.shared.write_rounds.check_key(&uid.to_owned()) {
+            Ok(()) => None,
+            Err(not_until) => {
+                use governor::clock::Clock as _;
+                Some(not_until.wait_time_from(clock.now()))
+            }
+        };
+        let held = self.states.with(uid, |state| {
+            state.rate_limited = if wait.is_some() {
+                state.rate_limited.saturating_add(1)
+            } else {
+                0
+            };
+            state.rate_limited
+        });
+        if wait.is_some() {
+            self.shared
+                .metrics
+                .throttled(&P::kind(&()), "write-rate");
+            if held == PERSISTENT || held % (PERSISTENT * 60) == 0 {
+                let config = &self.shared.config;
+                let message = format!(
+                    "writes held back {held} times in a row: over the per-object rate of {} write rounds per second (burst {})",
+                    config.object_write_rounds_per_second, config.object_write_burst
+                );
+                self.throttle_warning(parent, uid, current_status, "WriteRateLimited", message)
+                    .await;
+            }
+        } else {
+            self.throttle_over(parent, uid, current_status, "WriteRateLimited")
+                .await;
+        }
+        wait
+    }
+
+    fn write_failure_manager(&self) -> String {
+        format!("{}-write-failure", self.shared.config.field_manager)
     }
 
     fn clear_failures(&self, uid: &str) {
@@ -717,7 +1021,7 @@ impl<P: ParentKind> Scope<P> {
         uid: &str,
         wanted: &[super::wit::GeneratedSecret],
     ) -> Result<WriteReport, ReconcileError> {
-        let Some(owner) = parent.controller_owner_ref(&()) else {
+        let Some(owner) = controller_ref(parent) else {
             return Ok(WriteReport::default());
         };
         let api = Api::namespaced(
@@ -740,6 +1044,7 @@ impl<P: ParentKind> Scope<P> {
 struct ScopeChildren<'a, P> {
     scope: &'a Scope<P>,
     uid: &'a str,
+    namespace: &'a str,
 }
 
 impl<P: ParentKind> ChildIndex for ScopeChildren<'_, P> {
@@ -784,25 +1089,53 @@ impl<P: ParentKind> ChildIndex for ScopeChildren<'_, P> {
         }
     }
 
-    fn labels(
-        &self,
-        api_version: &str,
-        kind: &str,
-        name: &str,
-    ) -> Option<BTreeMap<String, String>> {
-        match (api_version, kind) {
-            ("v1", "Pod") => self
-                .scope
-                .pods
-                .child(self.uid, name)
-                .map(|entry| first_pod_labels(&entry.value)),
-            _ => self
-                .owned(api_version, kind)?
-                .into_iter()
-                .find(|child| child.name == name)
-                .map(|child| child.labels),
+    fn find(&self, api_version: &str, kind: &str, name: &str) -> Cached {
+        let (uid, scope) = (self.uid, self.scope);
+        if (api_version, kind) == ("v1", "Pod") {
+            if let Some(entry) = scope.pods.child(uid, name) {
+                return Cached::Owned(OwnedChild {
+                    name: entry.name.clone(),
+                    uid: entry.uid.clone(),
+                    labels: first_pod_labels(&entry.value),
+                });
+            }
+            return match scope.pods.parent_of(self.namespace, name) {
+                Some(_) => Cached::OtherParent,
+                None => Cached::Absent,
+            };
+        }
+        let Some(owned) = self.owned(api_version, kind) else {
+            return Cached::KindNotWatched;
+        };
+        if let Some(child) = owned.into_iter().find(|child| child.name == name) {
+            return Cached::Owned(child);
+        }
+        let elsewhere = match (api_version, kind) {
+            ("v1", "Service") => scope
+                .services
+                .iter()
+                .any(|index| index.parent_of(self.namespace, name).is_some()),
+            _ => scope
+                .others
+                .iter()
+                .filter(|(other, _)| other.api_version == api_version && other.kind == kind)
+                .any(|(_, index)| index.parent_of(self.namespace, name).is_some()),
+        };
+        if elsewhere {
+            Cached::OtherParent
+        } else {
+            Cached::Absent
         }
     }
+}
+
+/// The owner reference every child gets. As KubeRay's controller references, it blocks the
+/// owner's foreground deletion until the child is gone.
+fn controller_ref<P: ParentKind>(parent: &P) -> Option<OwnerReference> {
+    parent.controller_owner_ref(&()).map(|owner| OwnerReference {
+        block_owner_deletion: Some(true),
+        ..owner
+    })
 }
 
 /// `metadata.labels` of an object passed whole.
@@ -913,7 +1246,7 @@ async fn reconcile<P: ParentKind>(
         }
     };
     scope.ray.delivered(&uid, results_passed);
-    let Some(owner) = parent.controller_owner_ref(&()) else {
+    let Some(owner) = controller_ref(&*parent) else {
         // Only objects without a uid lack an owner reference; the API server gives every
         // stored object one.
         return Ok(Action::await_change());
@@ -934,15 +1267,32 @@ async fn reconcile<P: ParentKind>(
     let children = ScopeChildren {
         scope: &scope,
         uid: &uid,
+        namespace: &namespace,
     };
-    let plan = match plan::plan(output, &view, &children) {
+    let default_allowance = PluginAllowance::default();
+    let allowance = scope
+        .shared
+        .config
+        .allowances
+        .get(&plugin)
+        .unwrap_or(&default_allowance);
+    let policy = WritePolicy {
+        kinds: P::CHILD_KINDS,
+        extra_kinds: &allowance.extra_kinds,
+        grants: P::ROLE_GRANTS,
+        limits: &allowance.limits,
+        pod_ceiling: parent.pod_ceiling(),
+        pods_owned: scope
+            .pods
+            .children_of(&uid)
+            .iter()
+            .filter(|entry| !entry.terminating)
+            .count(),
+    };
+    let plan = match plan::plan(output, &view, &children, &policy) {
         Ok(plan) => plan,
-        Err(malformed) => {
-            let failure = CallFailure::malformed_output(
-                &scope.shared.plugins,
-                &plugin,
-                malformed.to_string(),
-            );
+        Err(refusal) => {
+            let failure = CallFailure::refused_answer(&scope.shared.plugins, &plugin, &refusal);
             scope
                 .shared
                 .metrics
@@ -953,8 +1303,20 @@ async fn reconcile<P: ParentKind>(
             return Err(ReconcileError::Plugin(failure));
         }
     };
+    if !plan.writes_nothing()
+        && let Some(wait) = scope
+            .write_round_wait(&parent, &uid, current_status)
+            .await
+    {
+        // Over its write rate: nothing of this answer is written; the plugin is called
+        // again when the object may write.
+        return Ok(Action::requeue(wait));
+    }
+    let cancel = scope
+        .states
+        .start_writes(&uid, &scope.shared.stopping, deleting);
     let action = scope
-        .carry_out(&parent, &uid, current_status, &plugin, plan, &known)
+        .carry_out(&parent, &uid, current_status, &plugin, plan, &known, &cancel)
         .await?;
     scope.clear_failures(&uid);
     Ok(action)
@@ -987,6 +1349,12 @@ fn error_policy<P: ParentKind>(
         state.failures = state.failures.saturating_add(1);
         state.failures
     });
+    if error.unreachable() {
+        // One warning per outage (from the recovery task), not one per object and retry.
+        if !scope.api_down.swap(true, Ordering::AcqRel) {
+            scope.outage.notify_one();
+        }
+    }
     if let ReconcileError::Plugin(failure) = error
         && let Some(after) = failure.retry_after
     {
@@ -998,29 +1366,38 @@ fn error_policy<P: ParentKind>(
         .backoff_base
         .saturating_mul(factor)
         .min(config.backoff_max);
-    tracing::debug!(object = %parent.name_any(), %error, ?delay, "reconcile failed; retrying");
+    if error.unreachable() {
+        tracing::debug!(object = %parent.name_any(), %error, ?delay, "reconcile failed; retrying");
+    } else {
+        tracing::warn!(object = %parent.name_any(), namespace = ?parent.namespace(), %error, attempts, ?delay, "reconcile failed; retrying");
+    }
     Action::requeue(delay)
 }
 
-/// Runs the controller of parent kind `P` for one namespace (or all, with None) until
-/// `shutdown` resolves. Child caches are filled before the first reconcile, so a plugin
-/// never decides on an empty view of existing children.
-pub async fn run_controller<P: ParentKind>(
-    shared: Arc<Shared>,
-    namespace: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    // Registered before the first await, so that /readyz cannot see every scope synced
-    // while another is yet to register.
-    let synced = shared.readiness.register(format!(
-        "{} in {}",
-        P::kind(&()),
-        namespace.as_deref().unwrap_or("all namespaces")
-    ));
-    let scope = Arc::new(Scope::<P>::new(shared.clone(), namespace));
+/// What a change to a parent must touch to trigger a reconcile: its generation (the spec),
+/// labels, annotations, finalizers or deletion, as KubeRay's predicates. Status-only
+/// changes, the host's own status writes among them, do not trigger one, so a rejected
+/// write backs off instead of writing a status that triggers the next attempt at once.
+fn parent_changed<P: ParentKind>(parent: &P) -> Option<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let meta = parent.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Starts the watches of the child kinds of `P`, each filling its index and triggering
+/// the parents whose children change.
+fn spawn_child_watches<P: ParentKind>(
+    scope: &Arc<Scope<P>>,
+    triggers: &futures::channel::mpsc::UnboundedSender<ObjectRef<P>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let watches = P::child_watches();
     let parent_kind = ParentKindRef::of::<P>();
-    let (triggers, triggered) = futures::channel::mpsc::unbounded::<ObjectRef<P>>();
     let mut tasks = Vec::new();
     if let Some(selector) = watches.pods {
         tasks.push(tokio::spawn(run_child_watch(
@@ -1053,20 +1430,87 @@ pub async fn run_controller<P: ParentKind>(
             triggers.clone(),
         )));
     }
-    drop(triggers);
-    let mut caches: Vec<&str> = Vec::new();
-    if watches.pods.is_some() {
-        scope.pods.wait_synced().await;
-        caches.push(&scope.pods.description);
+    tasks
+}
+
+/// How often an unreachable API server is probed.
+const OUTAGE_PROBE: Duration = Duration::from_millis(500);
+/// How long after an outage the child caches may take to relist before the parents are
+/// reconciled anyway.
+const RELIST_WAIT: Duration = Duration::from_secs(30);
+/// The parents' reconciles after an outage are spread over this long.
+const RECOVERY_SPREAD: Duration = Duration::from_secs(1);
+
+/// After each outage a reconcile saw: waits until the API server answers, relists the
+/// child caches (so nothing missed is decided on), resets every object's backoff and
+/// reconciles every parent, spread over a second.
+async fn recover_after_outages<P: ParentKind>(
+    scope: Arc<Scope<P>>,
+    parents: reflector::Store<P>,
+    triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<P>>,
+    watch_tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+) {
+    let kind = P::kind(&());
+    loop {
+        scope.outage.notified().await;
+        let down_since = std::time::Instant::now();
+        tracing::warn!(%kind, "the API server cannot be reached; probing it until it answers");
+        while scope.shared.client.apiserver_version().await.is_err() {
+            tokio::time::sleep(OUTAGE_PROBE).await;
+        }
+        scope.states.reset_failures();
+        let indexes = scope.indexes();
+        let lists_before: Vec<u64> = indexes.iter().map(|index| index.lists()).collect();
+        {
+            let mut tasks = watch_tasks.lock().unwrap_or_else(|e| e.into_inner());
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+            tasks.extend(spawn_child_watches(&scope, &triggers));
+        }
+        let relisted = futures::future::join_all(
+            indexes
+                .iter()
+                .zip(lists_before)
+                .map(|(index, before)| index.wait_lists_past(before)),
+        );
+        let relisted = tokio::time::timeout(RELIST_WAIT, relisted).await.is_ok();
+        tracing::info!(%kind, down = ?down_since.elapsed(), relisted, "the API server answers again; reconciling every object with its backoff reset");
+        scope.api_down.store(false, Ordering::Release);
+        let all = parents.state();
+        let gap = RECOVERY_SPREAD / u32::try_from(all.len().max(1)).unwrap_or(u32::MAX);
+        for parent in all {
+            let _ = triggers.unbounded_send(ObjectRef::from_obj(&*parent));
+            tokio::time::sleep(gap).await;
+        }
     }
-    for index in &scope.services {
+}
+
+/// Runs the controller of parent kind `P` for one namespace (or all, with None) until
+/// `shutdown` resolves. Child caches are filled before the first reconcile, so a plugin
+/// never decides on an empty view of existing children.
+pub async fn run_controller<P: ParentKind>(
+    shared: Arc<Shared>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    // Registered before the first await, so that /readyz cannot see every scope synced
+    // while another is yet to register.
+    let synced = shared.readiness.register(format!(
+        "{} in {}",
+        P::kind(&()),
+        namespace.as_deref().unwrap_or("all namespaces")
+    ));
+    let scope = Arc::new(Scope::<P>::new(shared.clone(), namespace));
+    let (triggers, triggered) = futures::channel::mpsc::unbounded::<ObjectRef<P>>();
+    let watch_tasks = Arc::new(std::sync::Mutex::new(spawn_child_watches(
+        &scope, &triggers,
+    )));
+    let indexes = scope.indexes();
+    for index in &indexes {
         index.wait_synced().await;
-        caches.push(&index.description);
     }
-    for (_, index) in &scope.others {
-        index.wait_synced().await;
-        caches.push(&index.description);
-    }
+    let caches: Vec<&str> = indexes.iter().map(|index| index.description()).collect();
     tracing::info!(kind = %P::kind(&()), ?caches, "child caches synced; starting the controller");
 
     let (reader, writer) = reflector::store::<P>();
@@ -1075,19 +1519,36 @@ pub async fn run_controller<P: ParentKind>(
     // in another task: its one-shot channel wakes only the last of several waiters, and
     // the controller waits on it too.)
     let mut synced = Some(synced);
+    // Whether the parents were ever listed: a controller whose first list never completes
+    // (e.g. its CRD is missing) has nothing in flight and stops at once on shutdown.
+    let listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listed_in_watch = listed.clone();
     let forget_scope = scope.clone();
     let parents = watcher(scope.api::<P>(), watcher::Config::default())
-        .default_backoff()
+        .backoff(watch_backoff())
         .map(move |event| {
-            if let Ok(watcher::Event::InitDone) = &event
-                && let Some(synced) = synced.take()
-            {
-                synced.synced();
-            }
-            if let Ok(watcher::Event::Delete(parent)) = &event
-                && let Some(uid) = parent.uid()
-            {
-                forget_scope.states.forget(&uid);
+            match &event {
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(synced) = synced.take() {
+                        synced.synced();
+                    }
+                    listed_in_watch.store(true, Ordering::Release);
+                }
+                // Forgetting a parent also stops its writes in flight.
+                Ok(watcher::Event::Delete(parent)) => {
+                    if let Some(uid) = parent.uid() {
+                        forget_scope.states.forget(&uid);
+                        // Drops the write-rate state of objects whose bucket is full again,
+                        // the deleted one's among them.
+                        forget_scope.shared.write_rounds.retain_recent();
+                    }
+                }
+                Ok(watcher::Event::Apply(parent)) if parent.meta().deletion_timestamp.is_some() => {
+                    if let Some(uid) = parent.uid() {
+                        forget_scope.states.deletion_started(&uid);
+                    }
+                }
+                _ => {}
             }
             event
         })
@@ -1098,23 +1559,47 @@ pub async fn run_controller<P: ParentKind>(
             parent.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
         })
         .reflect(writer)
-        .applied_objects();
+        .applied_objects()
+        .predicate_filter(parent_changed::<P>, kube::runtime::PredicateConfig::default());
+    let recovery = tokio::spawn(recover_after_outages(
+        scope.clone(),
+        reader.clone(),
+        triggers,
+        watch_tasks.clone(),
+    ));
     let config = &shared.config;
     let controller_config = kube::runtime::controller::Config::default()
         .concurrency(config.concurrency.max(1))
         .debounce(config.debounce);
-    Controller::for_stream(parents, reader)
+    let shutdown = shutdown.shared();
+    let run = Controller::for_stream(parents, reader)
         .reconcile_on(triggered)
         .with_config(controller_config)
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(measured_reconcile::<P>, error_policy::<P>, scope)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "reconcile did not complete");
             }
-        })
-        .await;
-    for task in tasks {
+        });
+    let never_listed = async {
+        shutdown.await;
+        if listed.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = run => {}
+        () = never_listed => {
+            tracing::info!(kind = %P::kind(&()), "stopping before the parents were ever listed");
+        }
+    }
+    recovery.abort();
+    for task in watch_tasks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+    {
         task.abort();
     }
 }

@@ -6,6 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use tokio_util::sync::CancellationToken;
+
 use super::wit::{ActionResult, FailedWrite, RayQuery};
 
 /// One write that the caches must reflect.
@@ -36,6 +38,14 @@ pub struct ParentState {
     pub warned_overrides: BTreeSet<String>,
     /// Generated Secrets known to exist.
     pub secrets_known: BTreeSet<String>,
+    /// The writes of the reconcile in flight, and whether it began after the deletion.
+    pub writing: Option<(CancellationToken, bool)>,
+    /// Consecutive answers that asked to be called again sooner than the requeue floor.
+    pub requeue_floor_hits: u32,
+    /// Consecutive write rounds held back by the per-object write rate.
+    pub rate_limited: u32,
+    /// Consecutive answers whose status the host wrote.
+    pub status_rounds: u32,
 }
 
 /// Every parent's state, by uid.
@@ -66,9 +76,38 @@ impl ParentStates {
         self.lock().get_mut(uid).map(f)
     }
 
-    /// Forgets a deleted parent: everything the host remembered of it.
+    /// Forgets a deleted parent: everything the host remembered of it. Its writes in
+    /// flight stop.
     pub fn forget(&self, uid: &str) {
-        self.lock().remove(uid);
+        if let Some(state) = self.lock().remove(uid)
+            && let Some((writes, _)) = state.writing
+        {
+            writes.cancel();
+        }
+    }
+
+    /// A token for the writes of a reconcile that starts now (cancelled with `root`).
+    pub fn start_writes(&self, uid: &str, root: &CancellationToken, deleting: bool) -> CancellationToken {
+        let token = root.child_token();
+        self.with(uid, |state| state.writing = Some((token.clone(), deleting)));
+        token
+    }
+
+    /// The parent is being deleted: the writes of a reconcile that began before stop (those
+    /// of one that began after are the plugin's cleanup).
+    pub fn deletion_started(&self, uid: &str) {
+        self.with_existing(uid, |state| {
+            if let Some((writes, false)) = &state.writing {
+                writes.cancel();
+            }
+        });
+    }
+
+    /// Every parent's failure count back to zero (their backoff starts over).
+    pub fn reset_failures(&self) {
+        for state in self.lock().values_mut() {
+            state.failures = 0;
+        }
     }
 
     /// How many parents the host remembers something of.
@@ -113,5 +152,22 @@ mod tests {
         assert_eq!(states.len(), 1);
         assert_eq!(states.with("p", |state| state.failures), 0);
         assert!(states.with("p", |state| state.warned_overrides.is_empty()));
+    }
+
+    #[test]
+    fn writes_stop_on_deletion_forget_and_shutdown_but_not_cleanup_writes() {
+        let states = ParentStates::default();
+        let root = CancellationToken::new();
+        let before = states.start_writes("p", &root, false);
+        states.deletion_started("p");
+        assert!(before.is_cancelled(), "writes begun before the deletion stop");
+        let cleanup = states.start_writes("p", &root, true);
+        states.deletion_started("p");
+        assert!(!cleanup.is_cancelled(), "the plugin's cleanup writes go on");
+        states.forget("p");
+        assert!(cleanup.is_cancelled(), "a forgotten parent's writes stop");
+        let other = states.start_writes("q", &root, false);
+        root.cancel();
+        assert!(other.is_cancelled(), "shutdown stops every parent's writes");
     }
 }

@@ -18,6 +18,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::status::status_differs;
+use super::write_policy::WritePolicy;
 use super::wit::{
     ChildKind, Deletion, FinalizerIntent, GeneratedSecret, RayAction, RayActionKind, RayQuery,
     ReconcileOutput, WriteMode,
@@ -28,22 +29,57 @@ use super::wit::{
 pub const FOLLOW_UP: Duration = Duration::from_millis(500);
 /// Random bytes a generated Secret may ask for.
 const SECRET_BYTES: std::ops::RangeInclusive<u32> = 1..=1024;
+const RBAC_API_VERSION: &str = "rbac.authorization.k8s.io/v1";
+/// The API server's limit on an event reason.
+const EVENT_REASON_BYTES: usize = 128;
 /// Finalizers the API server or the garbage collector give a meaning of their own.
 const RESERVED_FINALIZER_DOMAINS: [&str; 2] = ["kubernetes.io", "k8s.io"];
 
-/// An answer that does not fit the contract: nothing of it is carried out.
+/// An answer that does not fit the contract or breaks the host's write policy: nothing of
+/// it is carried out.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{what}: {message}")]
 pub struct MalformedAnswer {
     /// The field, e.g. `apply[2].object`.
     pub what: String,
     pub message: String,
+    pub rule: AnswerRule,
+}
+
+/// Which kind of rule an answer broke; each is a condition reason of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerRule {
+    /// It does not fit the contract (not JSON, a required field missing...).
+    Contract,
+    /// It writes a kind the parent kind may not have, or grants more than it may.
+    NotAllowed,
+    /// It is over one of the answer limits.
+    OverLimit,
+    /// It deletes an object this parent does not own.
+    NotOwned,
+}
+
+impl AnswerRule {
+    /// The reason of the `PluginFailure` condition and event.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AnswerRule::Contract => "PluginMalformedOutput",
+            AnswerRule::NotAllowed => "PluginWriteNotAllowed",
+            AnswerRule::OverLimit => "PluginAnswerOverLimit",
+            AnswerRule::NotOwned => "PluginWriteNotOwned",
+        }
+    }
 }
 
 fn malformed(what: impl Into<String>, message: impl Into<String>) -> MalformedAnswer {
+    refused(AnswerRule::Contract, what, message)
+}
+
+fn refused(rule: AnswerRule, what: impl Into<String>, message: impl Into<String>) -> MalformedAnswer {
     MalformedAnswer {
         what: what.into(),
         message: message.into(),
+        rule,
     }
 }
 
@@ -71,14 +107,26 @@ pub struct OwnedChild {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What the host's caches know of a child by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cached {
+    /// The host does not watch this kind for the parent kind.
+    KindNotWatched,
+    /// Not in the cache: gone, or not a child of any parent of this kind.
+    Absent,
+    /// A child of this parent.
+    Owned(OwnedChild),
+    /// A child of another parent.
+    OtherParent,
+}
+
 /// What the plan needs of the parent's cached children.
 pub trait ChildIndex {
     /// Every child of this kind the parent owns, or None if the host does not watch the
     /// kind for this parent kind.
     fn owned(&self, api_version: &str, kind: &str) -> Option<Vec<OwnedChild>>;
-    /// The labels of an owned child, if cached.
-    fn labels(&self, api_version: &str, kind: &str, name: &str)
-    -> Option<BTreeMap<String, String>>;
+    /// What the caches know of the object of this kind and name in the parent's namespace.
+    fn find(&self, api_version: &str, kind: &str, name: &str) -> Cached;
 }
 
 /// One child to create or apply, parsed and owned by the parent.
@@ -88,6 +136,10 @@ pub struct PreparedObject {
     pub api_version: String,
     pub kind: String,
     pub mode: WriteMode,
+    /// The caches show an object of this name that the parent owns (only looked up for
+    /// objects to apply: an object to apply that is not known as the parent's is created
+    /// first, so that nobody else's object is taken over).
+    pub owned: bool,
 }
 
 /// One pod to create.
@@ -141,20 +193,42 @@ impl Plan {
     }
 }
 
-/// Checks and parses an answer for `parent`.
+/// Checks and parses an answer for `parent` against the host's write `policy`.
 pub fn plan(
     output: ReconcileOutput,
     parent: &ParentView<'_>,
     children: &dyn ChildIndex,
+    policy: &WritePolicy<'_>,
 ) -> Result<Plan, MalformedAnswer> {
     let (add_finalizers, release_finalizers, held_while_deleting) = finalizers(&output, parent)?;
     let secrets = secrets(&output.generated_secrets)?;
-    let objects = objects(&output, parent)?;
-    let pods = pods(&output, parent)?;
-    let deletions = deletions(&output, &objects, parent, children)?;
+    let mut objects = objects(&output, parent, policy)?;
+    for object in &mut objects {
+        if object.mode == WriteMode::Apply {
+            let name = object.object.metadata.name.as_deref().unwrap_or_default();
+            object.owned = matches!(
+                children.find(&object.api_version, &object.kind, name),
+                Cached::Owned(_)
+            );
+        }
+    }
+    let pods = pods(&output, parent, policy)?;
+    let deletions = deletions(&output, &objects, parent, children, policy)?;
+    let limits = policy.limits;
     let status = match output.status.as_deref() {
         None => None,
         Some(text) => {
+            if text.len() > limits.status_bytes {
+                return Err(refused(
+                    AnswerRule::OverLimit,
+                    "status",
+                    format!(
+                        "{} bytes, over the limit of {} (status-bytes)",
+                        text.len(),
+                        limits.status_bytes
+                    ),
+                ));
+            }
             let status: Value = serde_json::from_str(text)
                 .map_err(|error| malformed("status", format!("not JSON: {error}")))?;
             if !status.is_object() {
@@ -163,12 +237,34 @@ pub fn plan(
             status_differs(parent.status, &status).then_some(status)
         }
     };
+    if output.events.len() > limits.events_per_answer {
+        return Err(refused(
+            AnswerRule::OverLimit,
+            "events",
+            format!(
+                "{} events, over the limit of {} (events-per-answer)",
+                output.events.len(),
+                limits.events_per_answer
+            ),
+        ));
+    }
     let mut events = Vec::with_capacity(output.events.len());
     for (index, event) in output.events.into_iter().enumerate() {
-        if event.reason.is_empty() {
+        if event.reason.is_empty() || event.reason.len() > EVENT_REASON_BYTES {
             return Err(malformed(
                 format!("events[{index}].reason"),
-                "must not be empty",
+                format!("must be 1 to {EVENT_REASON_BYTES} bytes"),
+            ));
+        }
+        if event.message.len() > limits.event_message_bytes {
+            return Err(refused(
+                AnswerRule::OverLimit,
+                format!("events[{index}].message"),
+                format!(
+                    "{} bytes, over the limit of {} (event-message-bytes)",
+                    event.message.len(),
+                    limits.event_message_bytes
+                ),
             ));
         }
         let type_ = match event.event_type {
@@ -323,8 +419,20 @@ fn types_of(object: &DynamicObject) -> Option<(String, String)> {
 fn objects(
     output: &ReconcileOutput,
     parent: &ParentView<'_>,
+    policy: &WritePolicy<'_>,
 ) -> Result<Vec<PreparedObject>, MalformedAnswer> {
-    output
+    if output.apply.len() > policy.limits.objects_per_answer {
+        return Err(refused(
+            AnswerRule::OverLimit,
+            "apply",
+            format!(
+                "{} objects, over the limit of {} (objects-per-answer)",
+                output.apply.len(),
+                policy.limits.objects_per_answer
+            ),
+        ));
+    }
+    let prepared = output
         .apply
         .iter()
         .enumerate()
@@ -334,6 +442,17 @@ fn objects(
                 .map_err(|error| malformed(&what, format!("not a Kubernetes object: {error}")))?;
             let (api_version, kind) = types_of(&object)
                 .ok_or_else(|| malformed(&what, "apiVersion and kind are required"))?;
+            if !policy.allows(&api_version, &kind) {
+                return Err(refused(
+                    AnswerRule::NotAllowed,
+                    &what,
+                    format!(
+                        "{api_version} {kind} is not a child kind a {} plugin may write (allowed: {})",
+                        parent.kind,
+                        policy.allowed_list()
+                    ),
+                ));
+            }
             let named = object.metadata.name.as_deref().is_some_and(|name| !name.is_empty());
             let generated = object
                 .metadata
@@ -366,9 +485,29 @@ fn objects(
                 api_version,
                 kind,
                 mode: desired.mode,
+                owned: false,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let roles: BTreeSet<&str> = prepared
+        .iter()
+        .filter(|object| object.kind == "Role")
+        .filter_map(|object| object.object.metadata.name.as_deref())
+        .collect();
+    for (index, object) in prepared.iter().enumerate() {
+        if object.api_version == RBAC_API_VERSION {
+            policy
+                .check_rbac(&object.object, &object.kind, parent.namespace, &roles)
+                .map_err(|message| {
+                    refused(
+                        AnswerRule::NotAllowed,
+                        format!("apply[{index}].object ({} {})", object.kind, object.object.metadata.name.as_deref().unwrap_or_default()),
+                        message,
+                    )
+                })?;
+        }
+    }
+    Ok(prepared)
 }
 
 /// Every pod of the pod sets: template, then per-replica name, labels and annotations,
@@ -376,8 +515,40 @@ fn objects(
 fn pods(
     output: &ReconcileOutput,
     parent: &ParentView<'_>,
+    policy: &WritePolicy<'_>,
 ) -> Result<Vec<PreparedPod>, MalformedAnswer> {
-    let mut pods = Vec::new();
+    // Counted before a single pod is built: a bomb costs no memory.
+    let asked: usize = output.create_pods.iter().map(|set| set.replicas.len()).sum();
+    if asked > policy.limits.pods_per_answer {
+        return Err(refused(
+            AnswerRule::OverLimit,
+            "create-pods",
+            format!(
+                "{asked} pods, over the limit of {} (pods-per-answer)",
+                policy.limits.pods_per_answer
+            ),
+        ));
+    }
+    if asked > 0 && !policy.allows("v1", "Pod") {
+        return Err(refused(
+            AnswerRule::NotAllowed,
+            "create-pods",
+            format!("a {} owns no pods", parent.kind),
+        ));
+    }
+    if let Some(ceiling) = policy.pod_ceiling
+        && policy.pods_owned.saturating_add(asked) > ceiling
+    {
+        return Err(refused(
+            AnswerRule::OverLimit,
+            "create-pods",
+            format!(
+                "{asked} new pods beside the {} it has would exceed the {ceiling} its spec allows (the head plus each group's maxReplicas times numOfHosts)",
+                policy.pods_owned
+            ),
+        ));
+    }
+    let mut pods = Vec::with_capacity(asked);
     for (index, set) in output.create_pods.iter().enumerate() {
         let what = format!("create-pods[{index}] ({:?})", set.group);
         let head: ObjectHead = serde_json::from_str(&set.template)
@@ -450,6 +621,7 @@ fn deletions(
     objects: &[PreparedObject],
     parent: &ParentView<'_>,
     children: &dyn ChildIndex,
+    policy: &WritePolicy<'_>,
 ) -> Result<Vec<PlannedDeletion>, MalformedAnswer> {
     let mut planned = Vec::with_capacity(output.delete.len());
     for (index, deletion) in output.delete.iter().enumerate() {
@@ -464,28 +636,68 @@ fn deletions(
                 return Err(malformed(field(name), "must not be empty"));
             }
         }
+        let what = || {
+            format!(
+                "delete[{index}] ({} {} {})",
+                deletion.api_version, deletion.kind, deletion.name
+            )
+        };
         // The only object of its own kind a plugin may delete is its parent (KubeRay's
         // DeleteSelf); anything else of that kind belongs to someone else.
-        if deletion.api_version == parent.api_version
-            && deletion.kind == parent.kind
-            && (deletion.name != parent.name || deletion.uid != parent.uid)
-        {
-            return Err(malformed(
-                format!("delete[{index}]"),
+        if deletion.api_version == parent.api_version && deletion.kind == parent.kind {
+            if deletion.name != parent.name || deletion.uid != parent.uid {
+                return Err(refused(
+                    AnswerRule::NotOwned,
+                    what(),
+                    format!(
+                        "a {kind} plugin may delete only the {kind} it was called for (name and uid)",
+                        kind = parent.kind,
+                    ),
+                ));
+            }
+            planned.push(PlannedDeletion {
+                deletion: deletion.clone(),
+                labels: BTreeMap::new(),
+            });
+            continue;
+        }
+        if !policy.allows(&deletion.api_version, &deletion.kind) {
+            return Err(refused(
+                AnswerRule::NotAllowed,
+                what(),
                 format!(
-                    "a {kind} plugin may delete only the {kind} it was called for (name and uid), not {}",
-                    deletion.name,
-                    kind = parent.kind,
+                    "not a child kind a {} plugin may delete (allowed: {})",
+                    parent.kind,
+                    policy.allowed_list()
                 ),
             ));
         }
-        let labels = children
-            .labels(&deletion.api_version, &deletion.kind, &deletion.name)
-            .unwrap_or_default();
-        planned.push(PlannedDeletion {
-            deletion: deletion.clone(),
-            labels,
-        });
+        // Only what the host's own caches show this parent owns is deleted.
+        match children.find(&deletion.api_version, &deletion.kind, &deletion.name) {
+            Cached::Owned(child) if child.uid == deletion.uid => planned.push(PlannedDeletion {
+                deletion: deletion.clone(),
+                labels: child.labels,
+            }),
+            // Gone, or replaced by a newer object of the name: nothing to delete.
+            Cached::Owned(_) | Cached::Absent => {}
+            Cached::OtherParent => {
+                return Err(refused(
+                    AnswerRule::NotOwned,
+                    what(),
+                    format!("owned by another {}, not by this one", parent.kind),
+                ));
+            }
+            Cached::KindNotWatched => {
+                return Err(refused(
+                    AnswerRule::NotOwned,
+                    what(),
+                    format!(
+                        "the host does not watch this kind for a {}, so it cannot check that the {} owns it",
+                        parent.kind, parent.kind
+                    ),
+                ));
+            }
+        }
     }
     let mut pruned_kinds = BTreeSet::new();
     for (index, ChildKind { api_version, kind }) in output.prune.iter().enumerate() {
@@ -500,7 +712,8 @@ fn deletions(
             ));
         }
         let owned = children.owned(api_version, kind).ok_or_else(|| {
-            malformed(
+            refused(
+                AnswerRule::NotOwned,
                 &what,
                 format!(
                     "{api_version} {kind} is not a child kind the host watches for a {}",
@@ -598,6 +811,7 @@ mod tests {
     use crate::controller::wit::{
         DesiredObject, Event, EventType as WitEventType, Finalizer, PodReplica, PodSet, SubmitJob,
     };
+    use crate::controller::write_policy::AnswerLimits;
 
     const FINALIZER: &str = "ray.io/rayjob-finalizer";
 
@@ -651,14 +865,45 @@ mod tests {
                 _ => None,
             }
         }
-        fn labels(
-            &self,
-            api_version: &str,
-            kind: &str,
-            name: &str,
-        ) -> Option<BTreeMap<String, String>> {
-            ((api_version, kind, name) == ("v1", "Pod", "rc-head-x"))
-                .then(|| BTreeMap::from([("ray.io/node-type".into(), "head".into())]))
+        fn find(&self, api_version: &str, kind: &str, name: &str) -> Cached {
+            match (api_version, kind, name) {
+                ("v1", "Pod", "rc-head-x") => Cached::Owned(OwnedChild {
+                    name: name.into(),
+                    uid: "p1".into(),
+                    labels: BTreeMap::from([("ray.io/node-type".into(), "head".into())]),
+                }),
+                ("v1", "Pod", "other-head-y") => Cached::OtherParent,
+                ("v1", "Pod", _) => Cached::Absent,
+                _ => match self
+                    .owned(api_version, kind)
+                    .map(|owned| owned.into_iter().find(|child| child.name == name))
+                {
+                    None => Cached::KindNotWatched,
+                    Some(None) => Cached::Absent,
+                    Some(Some(child)) => Cached::Owned(child),
+                },
+            }
+        }
+    }
+
+    const KINDS: &[(&str, &str)] = &[
+        ("v1", "Pod"),
+        ("v1", "Service"),
+        ("batch/v1", "Job"),
+        ("networking.k8s.io/v1", "Ingress"),
+        ("rbac.authorization.k8s.io/v1", "Role"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ];
+
+    /// The test parent may have 10 pods and owns 2.
+    fn policy(limits: &AnswerLimits) -> WritePolicy<'_> {
+        WritePolicy {
+            kinds: KINDS,
+            extra_kinds: &[],
+            grants: &[],
+            limits,
+            pod_ceiling: Some(10),
+            pods_owned: 2,
         }
     }
 
@@ -682,7 +927,8 @@ mod tests {
 
     fn plan_of(output: ReconcileOutput) -> Result<Plan, MalformedAnswer> {
         let owner = owner();
-        plan(output, &view(&owner, &[], false, None), &Cache)
+        let limits = AnswerLimits::default();
+        plan(output, &view(&owner, &[], false, None), &Cache, &policy(&limits))
     }
 
     use serde_json::json;
@@ -693,12 +939,12 @@ mod tests {
         let owner = owner();
         let mut output = nothing();
         output.status = Some(status.to_string());
-        let plan = plan(output, &view(&owner, &[], false, Some(&status)), &Cache).unwrap();
+        let plan = plan(output, &view(&owner, &[], false, Some(&status)), &Cache, &policy(&AnswerLimits::default())).unwrap();
         assert!(plan.writes_nothing(), "{plan:?}");
         assert_eq!(plan.status, None, "an unchanged status is not written");
         let mut changed = nothing();
         changed.status = Some(json!({"state": "suspended"}).to_string());
-        let plan = super::plan(changed, &view(&owner, &[], false, Some(&status)), &Cache).unwrap();
+        let plan = super::plan(changed, &view(&owner, &[], false, Some(&status)), &Cache, &policy(&AnswerLimits::default())).unwrap();
         assert_eq!(plan.status, Some(json!({"state": "suspended"})));
     }
 
@@ -788,18 +1034,6 @@ mod tests {
                         kind: "Pod".into(),
                         name: "p".into(),
                         uid: String::new(),
-                        reason: String::new(),
-                    })
-                }),
-            ),
-            (
-                "delete[0]",
-                Box::new(|o| {
-                    o.delete.push(Deletion {
-                        api_version: "ray.io/v1".into(),
-                        kind: "RayCluster".into(),
-                        name: "other".into(),
-                        uid: "o".into(),
                         reason: String::new(),
                     })
                 }),
@@ -986,7 +1220,7 @@ mod tests {
         for (current, deleting, intent, added, released, blocked) in rows {
             let mut output = nothing();
             output.finalizers.push(finalizer(FINALIZER, intent));
-            let plan = plan(output, &view(&owner, current, deleting, None), &Cache).unwrap();
+            let plan = plan(output, &view(&owner, current, deleting, None), &Cache, &policy(&AnswerLimits::default())).unwrap();
             let owned = |list: Option<Vec<&str>>| {
                 list.map(|names| names.into_iter().map(str::to_owned).collect::<Vec<_>>())
             };
@@ -1008,7 +1242,7 @@ mod tests {
         output
             .finalizers
             .push(finalizer("example.com/old", FinalizerIntent::Release));
-        let plan = plan(output, &view(&owner, &current, false, None), &Cache).unwrap();
+        let plan = plan(output, &view(&owner, &current, false, None), &Cache, &policy(&AnswerLimits::default())).unwrap();
         assert_eq!(
             plan.add_finalizers.as_deref(),
             Some(&["example.com/old".to_owned(), "example.com/new".to_owned()][..])
@@ -1086,6 +1320,128 @@ mod tests {
         let plan = plan_of(output).unwrap();
         assert_eq!(plan.deletions[0].labels["ray.io/node-type"], "head");
         assert!(plan.deletions[1].labels.is_empty());
+    }
+
+    fn object(value: Value) -> DesiredObject {
+        DesiredObject {
+            object: value.to_string(),
+            mode: WriteMode::CreateOnly,
+        }
+    }
+
+    fn pod_set(replicas: usize) -> PodSet {
+        let replica = PodReplica {
+            name: None,
+            labels: vec![],
+            annotations: vec![],
+        };
+        PodSet {
+            group: "g".into(),
+            template: r#"{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"rc-g-"}}"#
+                .into(),
+            replicas: vec![replica; replicas],
+        }
+    }
+
+    fn delete(api_version: &str, kind: &str, name: &str, uid: &str) -> Deletion {
+        Deletion {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: uid.into(),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn answers_that_break_the_write_policy_are_refused_naming_the_rule() {
+        type Breaker = Box<dyn Fn(&mut ReconcileOutput)>;
+        let rbac = "rbac.authorization.k8s.io/v1";
+        let cases: Vec<(AnswerRule, &str, &str, Breaker)> = vec![
+            (AnswerRule::NotAllowed, "apply[0].object", "rbac.authorization.k8s.io/v1 ClusterRoleBinding is not a child kind", Box::new(move |o| {
+                o.apply.push(object(json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": "x"}, "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "cluster-admin"}})))
+            })),
+            (AnswerRule::NotAllowed, "apply[0].object", "v1 Namespace is not a child kind", Box::new(|o| {
+                o.apply.push(object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}})))
+            })),
+            (AnswerRule::NotAllowed, "apply[0].object (RoleBinding x)", "ClusterRole \"cluster-admin\"", Box::new(move |o| {
+                o.apply.push(object(json!({"apiVersion": rbac, "kind": "RoleBinding", "metadata": {"name": "x"}, "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "cluster-admin"}, "subjects": [{"kind": "ServiceAccount", "name": "default"}]})))
+            })),
+            (AnswerRule::NotAllowed, "apply[0].object (Role x)", "beyond what this kind's Role may grant (nothing)", Box::new(move |o| {
+                o.apply.push(object(json!({"apiVersion": rbac, "kind": "Role", "metadata": {"name": "x"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]})))
+            })),
+            (AnswerRule::OverLimit, "apply", "101 objects, over the limit of 100 (objects-per-answer)", Box::new(|o| {
+                for index in 0..101 {
+                    o.apply.push(service(&format!("s{index}")));
+                }
+            })),
+            (AnswerRule::OverLimit, "create-pods", "100000 pods, over the limit of 1000 (pods-per-answer)", Box::new(|o| o.create_pods.push(pod_set(100_000)))),
+            (AnswerRule::OverLimit, "create-pods", "9 new pods beside the 2 it has would exceed the 10", Box::new(|o| {
+                o.create_pods.push(pod_set(4));
+                o.create_pods.push(pod_set(5));
+            })),
+            (AnswerRule::OverLimit, "status", "over the limit of 262144 (status-bytes)", Box::new(|o| {
+                o.status = Some(json!({"blob": "x".repeat(300_000)}).to_string());
+            })),
+            (AnswerRule::OverLimit, "events", "101 events, over the limit of 100", Box::new(|o| {
+                o.events = vec![Event { event_type: WitEventType::Normal, reason: "R".into(), message: String::new() }; 101];
+            })),
+            (AnswerRule::OverLimit, "events[0].message", "2000 bytes, over the limit of 1024", Box::new(|o| {
+                o.events.push(Event { event_type: WitEventType::Warning, reason: "R".into(), message: "m".repeat(2000) });
+            })),
+            (AnswerRule::NotOwned, "delete[0] (v1 Pod other-head-y)", "owned by another RayCluster", Box::new(|o| {
+                o.delete.push(delete("v1", "Pod", "other-head-y", "real-uid"));
+            })),
+            (AnswerRule::NotOwned, "delete[0] (networking.k8s.io/v1 Ingress rc)", "does not watch this kind", Box::new(|o| {
+                o.delete.push(delete("networking.k8s.io/v1", "Ingress", "rc", "i1"));
+            })),
+            (AnswerRule::NotAllowed, "delete[0] (v1 Secret token)", "not a child kind a RayCluster plugin may delete", Box::new(|o| {
+                o.delete.push(delete("v1", "Secret", "token", "t1"));
+            })),
+            (AnswerRule::NotOwned, "delete[0] (ray.io/v1 RayCluster other)", "only the RayCluster it was called for", Box::new(|o| {
+                o.delete.push(delete("ray.io/v1", "RayCluster", "other", "o"));
+            })),
+        ];
+        for (rule, what, message, break_it) in cases {
+            let mut output = nothing();
+            break_it(&mut output);
+            let error = plan_of(output).expect_err(what);
+            assert_eq!((error.rule, error.what.as_str()), (rule, what), "{error}");
+            assert!(error.message.contains(message), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_kind_added_in_the_binding_and_a_raised_limit_are_honoured() {
+        let owner = owner();
+        let mut limits = AnswerLimits::default();
+        limits.objects_per_answer = 200;
+        let extra = [crate::controller::write_policy::KindRef::new("v1", "ConfigMap")];
+        let policy = WritePolicy {
+            extra_kinds: &extra,
+            ..policy(&limits)
+        };
+        let mut output = nothing();
+        for index in 0..150 {
+            output.apply.push(object(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{index}")}})));
+        }
+        let plan = plan(output, &view(&owner, &[], false, None), &Cache, &policy).unwrap();
+        assert_eq!(plan.objects.len(), 150);
+    }
+
+    #[test]
+    fn deletions_of_children_gone_or_replaced_are_dropped() {
+        let mut output = nothing();
+        output.delete.push(delete("v1", "Pod", "rc-worker-gone", "p9"));
+        output.delete.push(delete("v1", "Pod", "rc-head-x", "an-older-uid"));
+        output.delete.push(delete("v1", "Service", "rc-head-svc", "s1"));
+        let plan = plan_of(output).unwrap();
+        let names: Vec<_> = plan
+            .deletions
+            .iter()
+            .map(|d| d.deletion.name.as_str())
+            .collect();
+        assert_eq!(names, ["rc-head-svc"]);
     }
 
     #[test]

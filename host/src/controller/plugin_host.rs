@@ -38,8 +38,13 @@ impl From<CallError> for CallFailure {
 }
 
 impl CallFailure {
-    /// The answer of `plugin` could not be carried out because part of it is malformed.
-    pub fn malformed_output(plugins: &PluginHost, plugin: &str, what: String) -> Self {
+    /// The answer of `plugin` is not carried out: part of it is malformed or breaks the
+    /// host's write policy (the reason says which rule).
+    pub fn refused_answer(
+        plugins: &PluginHost,
+        plugin: &str,
+        refusal: &crate::controller::plan::MalformedAnswer,
+    ) -> Self {
         let id = plugins
             .runtime
             .registry()
@@ -49,7 +54,20 @@ impl CallFailure {
                 name: plugin.to_owned(),
                 digest: "unknown digest".to_owned(),
             });
-        CallError::MalformedOutput { plugin: id, what }.into()
+        use crate::controller::plan::AnswerRule;
+        let message = match refusal.rule {
+            AnswerRule::Contract => CallError::MalformedOutput {
+                plugin: id,
+                what: refusal.to_string(),
+            }
+            .to_string(),
+            _ => format!("the answer of {id} was not carried out: {refusal}"),
+        };
+        CallFailure {
+            reason: refusal.rule.reason().to_owned(),
+            message,
+            retry_after: None,
+        }
     }
 }
 

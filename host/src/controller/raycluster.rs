@@ -9,6 +9,7 @@ use wasmray_crds::constants::{
 };
 
 use super::parent::{ChildWatches, OtherChildWatch, ParentKind};
+use super::write_policy::Grant;
 
 /// Name of the built-in RayCluster reconciler plugin in the registry.
 pub const BUILTIN_PLUGIN: &str = "raycluster";
@@ -23,6 +24,52 @@ impl ParentKind for RayCluster {
         } else {
             kind
         }
+    }
+
+    /// KubeRay's children of a RayCluster: pods, the head, serve and headless Services, the
+    /// autoscaler's ServiceAccount, Role and RoleBinding, the dashboard Ingress or Route,
+    /// the GCS FT Redis cleanup Job, and the PodGroups of the batch schedulers.
+    const CHILD_KINDS: &'static [(&'static str, &'static str)] = &[
+        ("v1", "Pod"),
+        ("v1", "Service"),
+        ("v1", "ServiceAccount"),
+        ("rbac.authorization.k8s.io/v1", "Role"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+        ("networking.k8s.io/v1", "Ingress"),
+        ("route.openshift.io/v1", "Route"),
+        ("batch/v1", "Job"),
+        ("scheduling.volcano.sh/v1beta1", "PodGroup"),
+        ("scheduling.x-k8s.io/v1alpha1", "PodGroup"),
+    ];
+
+    /// What KubeRay's autoscaler Role grants.
+    const ROLE_GRANTS: &'static [Grant] = &[
+        Grant {
+            api_group: "",
+            resource: "pods",
+            verbs: &["get", "list", "watch", "patch"],
+        },
+        Grant {
+            api_group: "",
+            resource: "pods/resize",
+            verbs: &["patch"],
+        },
+        Grant {
+            api_group: "ray.io",
+            resource: "rayclusters",
+            verbs: &["get", "patch"],
+        },
+    ];
+
+    /// The head plus each worker group's `maxReplicas` times `numOfHosts` (KubeRay clamps
+    /// replicas to `maxReplicas`).
+    fn pod_ceiling(&self) -> Option<usize> {
+        let workers = self.spec.worker_groups().iter().map(|group| {
+            let max = usize::try_from(group.max_replicas()).unwrap_or(0);
+            let hosts = usize::try_from(group.num_of_hosts()).unwrap_or(1);
+            max.saturating_mul(hosts)
+        });
+        Some(workers.fold(1usize, usize::saturating_add))
     }
 
     fn child_watches() -> ChildWatches {

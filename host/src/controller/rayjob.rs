@@ -26,6 +26,18 @@ impl ParentKind for RayJob {
         }
     }
 
+    /// KubeRay's children of a RayJob: its RayCluster, the submitter Job, and the head
+    /// Service it points at its cluster. It owns no pods: its cluster does.
+    const CHILD_KINDS: &'static [(&'static str, &'static str)] = &[
+        ("ray.io/v1", "RayCluster"),
+        ("batch/v1", "Job"),
+        ("v1", "Service"),
+    ];
+
+    fn pod_ceiling(&self) -> Option<usize> {
+        Some(0)
+    }
+
     fn child_watches() -> ChildWatches {
         ChildWatches {
             // A RayJob owns no pods: its cluster does.

@@ -44,6 +44,18 @@ pub enum SecretError {
     },
 }
 
+impl SecretError {
+    /// Whether the API server could not be reached.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            SecretError::Random { .. } => false,
+            SecretError::Read { source, .. } | SecretError::Create { source, .. } => {
+                super::apply::is_unreachable(source)
+            }
+        }
+    }
+}
+
 impl SecretsEnsured {
     pub fn new(states: Arc<ParentStates>) -> Self {
         SecretsEnsured { states }

@@ -3,7 +3,7 @@
 //!
 //! Status is written with server-side apply on the status subresource. The plugin's status
 //! goes in under the host's field manager; each host condition (`PluginFailure`,
-//! `DeletionBlocked`) under a manager of its own, so each can be set and removed without
+//! `DeletionBlocked`, `WriteFailure`, `Throttled`) under a manager of its own, so each can be set and removed without
 //! touching the others (conditions are a list-map keyed by `type`).
 
 use serde_json::{Map, Value, json};
@@ -12,7 +12,18 @@ use serde_json::{Map, Value, json};
 pub const PLUGIN_FAILURE_CONDITION: &str = "PluginFailure";
 /// Condition type the host sets when a plugin keeps a finalizer on an object being deleted.
 pub const DELETION_BLOCKED_CONDITION: &str = "DeletionBlocked";
-const HOST_CONDITIONS: [&str; 2] = [PLUGIN_FAILURE_CONDITION, DELETION_BLOCKED_CONDITION];
+/// Condition type the host sets when writes for an object fail (the API server refused them
+/// or could not be reached).
+pub const WRITE_FAILURE_CONDITION: &str = "WriteFailure";
+/// Condition type the host sets while an object keeps hitting a host limit (the requeue
+/// floor, the per-object write rate).
+pub const THROTTLED_CONDITION: &str = "Throttled";
+const HOST_CONDITIONS: [&str; 4] = [
+    PLUGIN_FAILURE_CONDITION,
+    DELETION_BLOCKED_CONDITION,
+    WRITE_FAILURE_CONDITION,
+    THROTTLED_CONDITION,
+];
 
 fn conditions_mut(status: &mut Value) -> Option<&mut Vec<Value>> {
     status.get_mut("conditions").and_then(Value::as_array_mut)
@@ -49,6 +60,16 @@ pub fn strip_host_conditions(status: &mut Value) {
 /// The host's `PluginFailure` condition in a status, if set.
 pub fn plugin_failure(status: Option<&Value>) -> Option<&Value> {
     condition_of(status, PLUGIN_FAILURE_CONDITION)
+}
+
+/// The host's `WriteFailure` condition in a status, if set.
+pub fn write_failure(status: Option<&Value>) -> Option<&Value> {
+    condition_of(status, WRITE_FAILURE_CONDITION)
+}
+
+/// The host's `Throttled` condition in a status, if set.
+pub fn throttled(status: Option<&Value>) -> Option<&Value> {
+    condition_of(status, THROTTLED_CONDITION)
 }
 
 /// Whether the plugin's new status differs from the current one (host conditions aside).

@@ -485,6 +485,10 @@ impl Runtime {
     }
 }
 
+/// An out-of-bounds access at the end of this many frames of one function calling itself is
+/// taken for a stack overflow.
+const STACK_OVERFLOW_RECURSION: usize = 16;
+
 fn classify(plugin: &Plugin, state: &CallState, err: &wasmtime::Error) -> CallError {
     if state.memory_limit_hit() {
         return CallError::MemoryLimit {
@@ -496,6 +500,28 @@ fn classify(plugin: &Plugin, state: &CallState, err: &wasmtime::Error) -> CallEr
         return CallError::DeadlineExceeded {
             plugin: plugin.id.clone(),
             deadline: plugin.limits.deadline,
+        };
+    }
+    let trap = err.downcast_ref::<Trap>();
+    // Rust keeps its stack in linear memory: running out of it is an out-of-bounds access
+    // below address 0 at the end of a chain of one function calling itself. The backtrace
+    // of such a chain would drown the message, so it is left out.
+    let recursion = err
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map_or(0, |backtrace| {
+            let frames = backtrace.frames();
+            let innermost = frames.first().map(wasmtime::FrameInfo::func_index);
+            frames
+                .iter()
+                .take_while(|frame| Some(frame.func_index()) == innermost)
+                .count()
+        });
+    if trap == Some(&Trap::StackOverflow)
+        || (trap == Some(&Trap::MemoryOutOfBounds) && recursion >= STACK_OVERFLOW_RECURSION)
+    {
+        return CallError::Trap {
+            plugin: plugin.id.clone(),
+            message: "stack overflow: the call ran out of stack (unbounded recursion?)".to_owned(),
         };
     }
     let stderr = state.stderr_text();

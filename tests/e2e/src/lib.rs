@@ -33,6 +33,7 @@ use kube::{Api, Client, Config};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
+pub mod operator;
 pub mod ray;
 
 /// Run directory of an already running control plane to attach to instead of starting one.

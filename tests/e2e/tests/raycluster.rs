@@ -1,289 +1,26 @@
 //! RayCluster end to end on the real control plane (kwok nodes): the host controller runs
-//! in-process, one per test, scoped to the test's namespace and with its own user agent, so
-//! the apiserver's audit log tells its requests apart from the test's and other tests'.
-//!
-//! In-process rather than the built binary: each test can install extra plugins (the
-//! hostile test plugin) and read the controller's counters, and no second build of the
-//! host is needed. `main.rs` only parses flags and calls the same `controller::run`.
+//! in-process ([`wasmray_e2e::operator`]), one per test, scoped to the test's namespace and
+//! with its own user agent, so the apiserver's audit log tells its requests apart from the
+//! test's and other tests'.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, ResourceExt};
+use anyhow::{Context as _, ensure};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
 use serde_json::{Value, json};
-use wasmray::controller::{self, ControllerConfig, plugin_host::PluginHost};
-use wasmray::runtime::{Runtime, RuntimeConfig};
-use wasmray_crds::RayCluster;
 use wasmray_crds::samples::{invalid_cases, load_sample, samples_dir};
-
-/// Generous: the machine running the tests may be loaded.
-const TIMEOUT: Duration = Duration::from_secs(180);
+use wasmray_e2e::operator::{
+    Fixture, OperatorOptions, TIMEOUT, audited_writes, condition, condition_status, eventually,
+};
 
 fn gpu_node_selector() -> Value {
     // The sample selects GKE's accelerator label; the test control plane's GPU nodes carry
     // NVIDIA's product label instead (same A100 meaning).
     json!({"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"})
-}
-
-/// A controller running in this test's runtime.
-struct Operator {
-    agent: String,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-    stats: Arc<controller::Stats>,
-}
-
-impl Operator {
-    async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
-    }
-}
-
-#[derive(Default)]
-struct OperatorOptions {
-    feature_gates: BTreeMap<String, bool>,
-    /// (name, component path, plugin configuration) of extra plugins.
-    extra_plugins: Vec<(String, PathBuf, String)>,
-}
-
-/// Compiled plugin code shared by the tests of this process.
-fn plugin_cache_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("wasmray-e2e-plugin-cache-{}", std::process::id()))
-}
-
-async fn client_with_agent(agent: &str) -> anyhow::Result<Client> {
-    let cluster = wasmray_e2e::cluster().await?;
-    let kubeconfig = Kubeconfig::read_from(cluster.kubeconfig_path())?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(controller::with_user_agent(
-        config, agent,
-    ))?)
-}
-
-async fn start_operator(namespace: &str, options: OperatorOptions) -> anyhow::Result<Operator> {
-    let agent = format!("{}-e2e-{namespace}", controller::USER_AGENT);
-    let client = client_with_agent(&agent).await?;
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(plugin_cache_dir()),
-        ..RuntimeConfig::default()
-    })
-    .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    runtime.install_builtins().await?;
-    let mut plugin_config = BTreeMap::new();
-    for (name, path, config) in &options.extra_plugins {
-        let plugin = runtime.load_file(name, path).await?;
-        runtime.registry().install(plugin);
-        plugin_config.insert(name.clone(), config.clone());
-    }
-    let config = ControllerConfig {
-        namespaces: vec![namespace.to_owned()],
-        concurrency: 4,
-        feature_gates: options.feature_gates,
-        plugin_config,
-        ..ControllerConfig::default()
-    };
-    let stats = Arc::new(controller::Stats::default());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let plugins = PluginHost::new(Arc::new(runtime));
-    let task = tokio::spawn(controller::run_with_stats(
-        client,
-        plugins,
-        config,
-        stopped,
-        stats.clone(),
-    ));
-    Ok(Operator {
-        agent,
-        stop,
-        task,
-        stats,
-    })
-}
-
-/// A namespace, the CRDs, an admin client and a running operator.
-struct Fixture {
-    client: Client,
-    ns: wasmray_e2e::TestNamespace,
-    operator: Operator,
-}
-
-impl Fixture {
-    async fn new(prefix: &str, options: OperatorOptions) -> anyhow::Result<Fixture> {
-        let cluster = wasmray_e2e::cluster().await?;
-        let client = cluster.client().await?;
-        let crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../crds/generated/ray.io_rayclusters.yaml");
-        wasmray_e2e::crds::apply_crd_files(&client, &[crd.as_path()]).await?;
-        let ns = cluster.namespace(prefix).await?;
-        let operator = start_operator(&ns.name, options).await?;
-        Ok(Fixture {
-            client,
-            ns,
-            operator,
-        })
-    }
-
-    fn clusters(&self) -> Api<RayCluster> {
-        Api::namespaced(self.client.clone(), &self.ns.name)
-    }
-
-    fn pods_api(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), &self.ns.name)
-    }
-
-    fn services_api(&self) -> Api<Service> {
-        Api::namespaced(self.client.clone(), &self.ns.name)
-    }
-
-    async fn create(&self, object: Value) -> anyhow::Result<RayCluster> {
-        let cluster: RayCluster = serde_json::from_value(object)?;
-        Ok(self
-            .clusters()
-            .create(&PostParams::default(), &cluster)
-            .await?)
-    }
-
-    async fn create_sample(&self, file: &str) -> anyhow::Result<RayCluster> {
-        self.create(load_sample(&samples_dir().join(file))?).await
-    }
-
-    /// The pods of a cluster (terminating ones excluded).
-    async fn pods(&self, cluster: &str) -> anyhow::Result<Vec<Pod>> {
-        let list = self
-            .pods_api()
-            .list(&ListParams::default().labels(&format!("ray.io/cluster={cluster}")))
-            .await?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-            .collect())
-    }
-
-    async fn workers(&self, cluster: &str, group: &str) -> anyhow::Result<Vec<Pod>> {
-        Ok(self
-            .pods(cluster)
-            .await?
-            .into_iter()
-            .filter(|pod| pod.labels().get("ray.io/group").map(String::as_str) == Some(group))
-            .collect())
-    }
-
-    async fn status(&self, cluster: &str) -> anyhow::Result<Value> {
-        let cluster = self.clusters().get(cluster).await?;
-        Ok(serde_json::to_value(&cluster)?["status"].clone())
-    }
-
-    async fn patch_spec(&self, cluster: &str, patch: Value) -> anyhow::Result<()> {
-        self.clusters()
-            .patch(
-                cluster,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"spec": patch})),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Waits until the cluster is `ready` with `pods` pods, all Running and Ready.
-    async fn wait_ready(&self, cluster: &str, pods: usize) -> anyhow::Result<()> {
-        eventually(&format!("{cluster} ready with {pods} pods"), || async {
-            let status = self.status(cluster).await?;
-            ensure!(status["state"] == "ready", "state is {}", status["state"]);
-            let live = self.pods(cluster).await?;
-            ensure!(live.len() == pods, "{} pods", live.len());
-            for pod in &live {
-                ensure!(
-                    wasmray_e2e::pod_running_and_ready(pod),
-                    "pod {} is not Running and Ready",
-                    pod.name_any()
-                );
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Waits until the group has exactly `count` live pods, all Running and Ready.
-    async fn wait_group(
-        &self,
-        cluster: &str,
-        group: &str,
-        count: usize,
-    ) -> anyhow::Result<Vec<Pod>> {
-        eventually(
-            &format!("{cluster}/{group} with {count} ready pods"),
-            || async {
-                let workers = self.workers(cluster, group).await?;
-                ensure!(workers.len() == count, "{} pods", workers.len());
-                ensure!(
-                    workers.iter().all(wasmray_e2e::pod_running_and_ready),
-                    "not all ready"
-                );
-                Ok(workers)
-            },
-        )
-        .await
-    }
-
-    async fn events(&self, cluster: &str) -> anyhow::Result<Vec<Event>> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
-        Ok(events
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|event| {
-                event.regarding.as_ref().is_some_and(|r| {
-                    r.kind.as_deref() == Some("RayCluster") && r.name.as_deref() == Some(cluster)
-                })
-            })
-            .collect())
-    }
-
-    async fn finish(self) -> anyhow::Result<()> {
-        self.operator.shutdown().await;
-        self.ns.cleanup(&self.client).await
-    }
-}
-
-fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
-    status["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-}
-
-fn condition_status(status: &Value, type_: &str) -> Option<String> {
-    condition(status, type_).and_then(|c| c["status"].as_str().map(str::to_owned))
-}
-
-/// Polls `check` until it succeeds or [`TIMEOUT`] passes; the error names the last failure.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<T>>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        match check().await {
-            Ok(value) => return Ok(value),
-            Err(error) if Instant::now() > deadline => {
-                bail!("timed out after {TIMEOUT:?} waiting for {what}: {error:#}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
 }
 
 fn container_env(pod: &Pod, container: usize) -> BTreeMap<String, Option<String>> {
@@ -856,17 +593,6 @@ async fn invalid_specs_get_a_message_and_nothing_is_created() -> anyhow::Result<
     fx.finish().await
 }
 
-/// Writes (create, update, patch, delete) the audit log holds from `agent`.
-fn audited_writes(path: &std::path::Path, agent: &str) -> anyhow::Result<Vec<Value>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["userAgent"] == agent && event["stage"] == "ResponseComplete")
-        .collect())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_no_op_reconcile_writes_nothing() -> anyhow::Result<()> {
     let fx = Fixture::new("rc-noop", OperatorOptions::default()).await?;
@@ -1233,6 +959,20 @@ async fn a_contract_0_2_plugin_still_serves_and_managed_by_others_is_left_alone(
             PathBuf::from(wasmray::builtin::test_plugins::CONTRACT_0_2),
             "from e2e".to_owned(),
         )],
+        // It echoes into a ConfigMap, which a RayCluster plugin may write only when the
+        // platform team allows it in the plugin's binding.
+        configure: Some(Box::new(|config| {
+            config.allowances.insert(
+                "contract-0-2".to_owned(),
+                wasmray::controller::write_policy::PluginAllowance {
+                    extra_kinds: vec![wasmray::controller::write_policy::KindRef::new(
+                        "v1",
+                        "ConfigMap",
+                    )],
+                    ..Default::default()
+                },
+            );
+        })),
         ..OperatorOptions::default()
     };
     let fx = Fixture::new("rc-contract", options).await?;

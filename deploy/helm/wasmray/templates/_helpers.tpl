@@ -54,4 +54,8 @@ bindings:
 pluginConfig:
 {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- with .Values.plugins.allowances }}
+pluginAllowances:
+{{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}

@@ -18,7 +18,19 @@
 //!   into pod sets `n` times and answers the last ones;
 //! - `hold-finalizer <name>`: asks for finalizer `<name>` and never releases it (its
 //!   deletion verdict is always "not done");
-//! - `generate-secret <name> <key> <bytes>`: asks for a generated Secret.
+//! - `generate-secret <name> <key> <bytes>`: asks for a generated Secret;
+//! - `stack-bomb`: recurses until the stack runs out;
+//!
+//! and, for the host's write policy (what an answer may make the host write):
+//!
+//! - `pod-bomb <n>`: one pod set of `n` replicas;
+//! - `many-objects <n>`: `n` ConfigMaps;
+//! - `apply <json>`: applies the object `<json>` as it is (e.g. a ClusterRoleBinding);
+//! - `delete <apiVersion> <kind> <name> <uid>`: deletes that object;
+//! - `status-churn`: a status that differs on every call (it holds the call's time), and
+//!   asks to be called again after 1 ms;
+//! - `slow <n>`: spins `n` iterations, then asks to be called again after 1 ms;
+//! - `big-status <bytes>`: a status of about `<bytes>` bytes.
 //!
 //! `validate-config` refuses a configuration that starts with `invalid-config`.
 //!
@@ -30,7 +42,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::hint::black_box;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::de::IgnoredAny;
@@ -120,6 +132,58 @@ impl Reconciler for Hostile {
                     .map_err(|_| PluginError::new("InvalidConfig", "bytes must be a number"))?;
                 decision.generated_secret(name, key, bytes, Vec::new());
             }
+            "stack-bomb" => {
+                black_box(recurse(black_box(1)));
+            }
+            "pod-bomb" => {
+                let replicas: usize = number(argument)?;
+                let template = json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"generateName": "hostile-bomb-"},
+                    "spec": {"containers": [{"name": "c", "image": "bomb"}]}});
+                let replica = PodReplica {
+                    name: None,
+                    labels: Vec::new(),
+                    annotations: Vec::new(),
+                };
+                decision.create_pods("bomb", &template, vec![replica; replicas])?;
+            }
+            "many-objects" => {
+                for index in 0..number::<usize>(argument)? {
+                    let map = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": format!("hostile-{index}")}});
+                    decision.apply(&map, WriteMode::CreateOnly)?;
+                }
+            }
+            "apply" => decision.output.apply.push(DesiredObject {
+                object: argument.to_owned(),
+                mode: WriteMode::CreateOnly,
+            }),
+            "delete" => {
+                let words: Vec<&str> = argument.split(' ').collect();
+                let [api_version, kind, name, uid] = words[..] else {
+                    return Err(PluginError::new(
+                        "InvalidConfig",
+                        "expected `delete <apiVersion> <kind> <name> <uid>`",
+                    ));
+                };
+                decision.delete(api_version, kind, name, uid, "hostile");
+            }
+            "status-churn" => {
+                let now = &request.now;
+                decision.set_status(&json!({"reason": format!("{}.{:09}", now.seconds, now.nanos)}))?;
+                decision.requeue_after(Duration::from_millis(1));
+            }
+            "slow" => {
+                let mut counter = 0u64;
+                for _ in 0..number::<u64>(argument)? {
+                    counter = black_box(counter.wrapping_add(1));
+                }
+                decision.requeue_after(Duration::from_millis(1));
+            }
+            "big-status" => {
+                let bytes: usize = number(argument)?;
+                decision.set_status(&json!({"reason": "x".repeat(bytes)}))?;
+            }
             "probe" => decision.set_status(&probe_sandbox(argument))?,
             "identify" => {
                 log::info(&format!("identify {argument} via the logging import"));
@@ -139,6 +203,23 @@ impl Reconciler for Hostile {
 }
 
 export_reconciler!(Hostile);
+
+/// The number a mode takes.
+fn number<T: std::str::FromStr>(argument: &str) -> Result<T, PluginError> {
+    argument
+        .trim()
+        .parse()
+        .map_err(|_| PluginError::new("InvalidConfig", format!("{argument:?} is not a number")))
+}
+
+/// Recursion the compiler cannot turn into a loop: each frame keeps a buffer alive.
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    let frame = black_box([depth; 64]);
+    recurse(depth + 1).wrapping_add(frame[0])
+}
 
 /// `<n> <rest>` of the measuring modes.
 fn repetitions(argument: &str) -> Result<(usize, &str), PluginError> {
