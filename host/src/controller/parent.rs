@@ -65,6 +65,8 @@ pub const MANAGED_BY_THIS_OPERATOR: &[&str] = &[wasmray_crds::constants::MANAGED
 const PERSISTENT: u32 = 10;
 /// Calls in a row that follow the host's own status write promptly.
 const STATUS_FOLLOW_UPS: u32 = 3;
+/// Status writes in a row after which an object gets the `Throttled` condition.
+const STATUS_CHURN: u32 = 30;
 /// Annotation kubectl writes with a full copy of the object; dropped from the cache.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -815,22 +817,43 @@ impl<P: ParentKind> Scope<P> {
         let requested = self
             .floored(parent, uid, current_status, plan.requeue_after)
             .await;
-        // The parent watch ignores the host's own status writes, so a plugin that moves
-        // through states (e.g. a RayJob's) is called again promptly after one; a few times
-        // in a row at most, so a status that changes on every call settles at the
-        // plugin's own requeue.
-        let follow_status = self.states.with(uid, |state| {
+        // The parent watch ignores the host's own status writes, so after one the plugin is
+        // called again by the host: promptly the first few times in a row (a plugin that
+        // moves through states, e.g. a RayJob's, sees its own status), then at the requeue
+        // floor, so a status that changes on every call is written about once per floor and
+        // gets the Throttled condition when it keeps doing so.
+        let status_rounds = self.states.with(uid, |state| {
             state.status_rounds = if status_written {
                 state.status_rounds.saturating_add(1)
             } else {
                 0
             };
-            status_written && state.status_rounds <= STATUS_FOLLOW_UPS
+            state.status_rounds
         });
-        Ok(
-            plan::next_call(requested, acted || follow_status, new_query)
-                .map_or_else(Action::await_change, Action::requeue),
-        )
+        let status_follow_up = status_written.then(|| {
+            if status_rounds <= STATUS_FOLLOW_UPS {
+                plan::FOLLOW_UP
+            } else {
+                self.shared.config.requeue_floor
+            }
+        });
+        if status_rounds == STATUS_CHURN {
+            let message = format!(
+                "the plugin changed the status on {status_rounds} calls in a row; it is called again at most every {:?}",
+                self.shared.config.requeue_floor
+            );
+            self.throttle_warning(parent, uid, current_status, "StatusChurn", message)
+                .await;
+        } else if status_rounds == 0 {
+            self.throttle_over(parent, uid, current_status, "StatusChurn")
+                .await;
+        }
+        let next = plan::next_call(requested, acted, new_query);
+        let next = match (next, status_follow_up) {
+            (Some(next), Some(follow_up)) => Some(next.min(follow_up)),
+            (next, follow_up) => next.or(follow_up),
+        };
+        Ok(next.map_or_else(Action::await_change, Action::requeue))
     }
 
     /// The plugin's requeue, raised to the floor; an object that keeps asking for less gets
@@ -1193,6 +1216,7 @@ async fn reconcile<P: ParentKind>(
         return Ok(Action::await_change());
     }
     if let Readiness::Waiting(remaining) = scope.readiness(&parent, &uid) {
+        tracing::trace!(object = %parent.name_any(), ?remaining, "waiting for the host's own writes to show in the caches");
         // A cache event for the awaited write triggers the next reconcile; the requeue is
         // the safety net for a write whose event never comes.
         return Ok(Action::requeue(remaining));
@@ -1303,6 +1327,17 @@ async fn reconcile<P: ParentKind>(
             return Err(ReconcileError::Plugin(failure));
         }
     };
+    tracing::debug!(
+        object = %name,
+        objects = plan.objects.len(),
+        pods = plan.pods.len(),
+        deletions = plan.deletions.len(),
+        status = plan.status.is_some(),
+        ray_queries = plan.ray_queries.len(),
+        ray_actions = plan.ray_actions.len(),
+        requeue_after = ?plan.requeue_after,
+        "plan"
+    );
     if !plan.writes_nothing()
         && let Some(wait) = scope
             .write_round_wait(&parent, &uid, current_status)

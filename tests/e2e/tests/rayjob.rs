@@ -362,9 +362,14 @@ async fn http_mode_success_completes_and_the_cluster_goes_after_the_ttl() -> any
         "{running:#}"
     );
     assert!(fx.clusters().get_opt(&cluster).await?.is_some());
-    // The RayJob head Service follows the cluster's.
+    // The RayJob head Service follows the cluster's (written on the call after the one
+    // that went Running).
     let services: Api<Service> = Api::namespaced(fx.client.clone(), &fx.ns.name);
-    assert!(services.get_opt("ok-head-svc").await?.is_some());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while services.get_opt("ok-head-svc").await?.is_none() {
+        assert!(Instant::now() < deadline, "no RayJob head Service");
+        tokio::time::sleep(POLL).await;
+    }
 
     let done = fx.wait_deployment("ok", "Complete").await?;
     assert_eq!(done["jobStatus"], "SUCCEEDED", "{done:#}");
