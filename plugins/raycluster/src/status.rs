@@ -215,63 +215,12 @@ fn update_conditions(
     let (ready, reason, message) = head_pod_ready(head_pod.map(|pod| pod.pod));
     set_condition(conditions, HEAD_POD_READY, ready, &reason, &message, now);
 
-    match outcome.suspend {
-        SuspendStep::Begin => {
-            set_condition(
-                conditions,
-                RAY_CLUSTER_SUSPENDING,
-                true,
-                RAY_CLUSTER_SUSPENDING,
-                "",
-                now,
-            );
-        }
-        SuspendStep::Complete => {
-            set_condition(
-                conditions,
-                RAY_CLUSTER_SUSPENDING,
-                false,
-                RAY_CLUSTER_SUSPENDING,
-                "",
-                now,
-            );
-            set_condition(
-                conditions,
-                RAY_CLUSTER_SUSPENDED,
-                true,
-                RAY_CLUSTER_SUSPENDED,
-                "",
-                now,
-            );
-            set_condition(
-                conditions,
-                RAY_CLUSTER_PROVISIONED,
-                false,
-                RAY_CLUSTER_PODS_PROVISIONING,
-                "RayCluster has been suspended",
-                now,
-            );
-        }
-        SuspendStep::Resume => {
-            set_condition(
-                conditions,
-                RAY_CLUSTER_SUSPENDED,
-                false,
-                RAY_CLUSTER_SUSPENDED,
-                "",
-                now,
-            );
-        }
-        SuspendStep::None | SuspendStep::Continue | SuspendStep::Stay => {}
-    }
-
+    // Before the suspend conditions, so that a new cluster lists its conditions in
+    // KubeRay's order.
     let provisioned = conditions
         .iter()
         .any(|c| c.type_ == RAY_CLUSTER_PROVISIONED && c.status == "True");
-    let suspended = conditions.iter().any(|c| {
-        (c.type_ == RAY_CLUSTER_SUSPENDED || c.type_ == RAY_CLUSTER_SUSPENDING)
-            && c.status == "True"
-    });
+    let suspended = !matches!(outcome.suspend, SuspendStep::None | SuspendStep::Resume);
     if !provisioned && !suspended {
         let all_ready = !pods.is_empty()
             && !outcome.plan.changes_pods()
@@ -297,6 +246,36 @@ fn update_conditions(
                 now,
             );
         }
+    }
+
+    // KubeRay states both suspend conditions on every cluster that is neither suspending
+    // nor suspended, False unless a suspension begins.
+    let suspend_condition = |conditions: &mut Vec<Condition>, condition_type: &str, status| {
+        set_condition(conditions, condition_type, status, condition_type, "", now);
+    };
+    match outcome.suspend {
+        SuspendStep::None => {
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDED, false);
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDING, false);
+        }
+        SuspendStep::Begin => {
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDED, false);
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDING, true);
+        }
+        SuspendStep::Complete => {
+            set_condition(
+                conditions,
+                RAY_CLUSTER_PROVISIONED,
+                false,
+                RAY_CLUSTER_PODS_PROVISIONING,
+                "RayCluster has been suspended",
+                now,
+            );
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDING, false);
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDED, true);
+        }
+        SuspendStep::Resume => suspend_condition(conditions, RAY_CLUSTER_SUSPENDED, false),
+        SuspendStep::Continue | SuspendStep::Stay => {}
     }
 }
 
@@ -729,7 +708,10 @@ spec:
             condition(&status, RAY_CLUSTER_SUSPENDING).unwrap().status,
             "True"
         );
-        assert_eq!(condition(&status, RAY_CLUSTER_SUSPENDED), None);
+        assert_eq!(
+            condition(&status, RAY_CLUSTER_SUSPENDED).unwrap().status,
+            "False"
+        );
 
         cluster.status = Some(status);
         cluster.spec.suspend = Some(false); // atomic: flipping back does not stop it
@@ -768,6 +750,159 @@ spec:
             condition(&status, RAY_CLUSTER_PROVISIONED).unwrap().status,
             "False"
         );
+    }
+
+    /// KubeRay (gate on) states `RayClusterSuspended` and `RayClusterSuspending` on every
+    /// cluster, reason = type, no message; each row: `spec.suspend`, the stored
+    /// (Suspended, Suspending), whether pods are left, then the (Suspended, Suspending)
+    /// written.
+    #[test]
+    fn suspend_conditions_on_every_cluster() {
+        type Pair = (Option<&'static str>, Option<&'static str>);
+        let rows: [(Option<bool>, Pair, bool, Pair); 9] = [
+            (None, (None, None), true, (Some("False"), Some("False"))),
+            (
+                Some(false),
+                (None, None),
+                false,
+                (Some("False"), Some("False")),
+            ),
+            (
+                Some(true),
+                (None, None),
+                true,
+                (Some("False"), Some("True")),
+            ),
+            // A status written before these conditions existed, or by another operator.
+            (
+                None,
+                (Some("False"), None),
+                true,
+                (Some("False"), Some("False")),
+            ),
+            (
+                Some(true),
+                (Some("False"), Some("True")),
+                true,
+                (Some("False"), Some("True")),
+            ),
+            (
+                Some(true),
+                (Some("False"), Some("True")),
+                false,
+                (Some("True"), Some("False")),
+            ),
+            (
+                Some(true),
+                (Some("True"), Some("False")),
+                false,
+                (Some("True"), Some("False")),
+            ),
+            (
+                Some(false),
+                (Some("True"), Some("False")),
+                false,
+                (Some("False"), Some("False")),
+            ),
+            (
+                None,
+                (Some("False"), Some("False")),
+                true,
+                (Some("False"), Some("False")),
+            ),
+        ];
+        let settings = Settings::default();
+        let plan = PodPlan::default();
+        for (suspend, (stored_suspended, stored_suspending), with_pods, expected) in rows {
+            let mut cluster = cluster_from_yaml(CLUSTER);
+            cluster.spec.suspend = suspend;
+            let stored: Vec<Condition> = [
+                (RAY_CLUSTER_SUSPENDED, stored_suspended),
+                (RAY_CLUSTER_SUSPENDING, stored_suspending),
+            ]
+            .into_iter()
+            .filter_map(|(kind, status)| {
+                Some(Condition {
+                    type_: kind.into(),
+                    status: status?.into(),
+                    reason: kind.into(),
+                    message: String::new(),
+                    last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+                    observed_generation: None,
+                })
+            })
+            .collect();
+            if !stored.is_empty() {
+                cluster.status = Some(RayClusterStatus {
+                    conditions: Some(stored),
+                    ..RayClusterStatus::default()
+                });
+            }
+            let pods = if with_pods { ready_pods() } else { Vec::new() };
+            let pods = views(&pods);
+            let ctx = ClusterContext::new(&cluster, &settings);
+            let outcome = PassOutcome {
+                plan: &plan,
+                suspend: suspend_step(&ctx, &pods),
+                replica_failure: None,
+                invalid: None,
+            };
+            let status = compute_status(&ctx, &pods, &[head_service()], &outcome, NOW)
+                .or(cluster.status.clone())
+                .unwrap();
+            let row = format!(
+                "suspend {suspend:?}, stored ({stored_suspended:?}, {stored_suspending:?}), pods {with_pods}"
+            );
+            let written = |kind| {
+                let found = condition(&status, kind)?;
+                assert_eq!(found.reason, kind, "{row}");
+                assert_eq!(found.message, "", "{row}");
+                Some(found.status.as_str())
+            };
+            assert_eq!(
+                (
+                    written(RAY_CLUSTER_SUSPENDED),
+                    written(RAY_CLUSTER_SUSPENDING)
+                ),
+                expected,
+                "{row}"
+            );
+        }
+
+        // A new cluster lists them after HeadPodReady and RayClusterProvisioned, as
+        // KubeRay appends them.
+        let cluster = cluster_from_yaml(CLUSTER);
+        let status = compute(&cluster, &[], &plan).unwrap();
+        let types: Vec<&str> = status
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                HEAD_POD_READY,
+                RAY_CLUSTER_PROVISIONED,
+                RAY_CLUSTER_SUSPENDED,
+                RAY_CLUSTER_SUSPENDING
+            ]
+        );
+
+        // Without the gate KubeRay writes no condition at all.
+        let settings = Settings {
+            status_conditions: false,
+            ..Settings::default()
+        };
+        let ctx = ClusterContext::new(&cluster, &settings);
+        let outcome = PassOutcome {
+            plan: &plan,
+            suspend: suspend_step(&ctx, &[]),
+            replica_failure: None,
+            invalid: None,
+        };
+        let status = compute_status(&ctx, &[], &[head_service()], &outcome, NOW).unwrap();
+        assert_eq!(status.conditions, None);
     }
 
     #[test]
