@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff;
 use wasmray_crds::constants::*;
 use wasmray_crds::raycluster::{ClusterState, HeadInfo, RayClusterStatus};
@@ -436,10 +437,44 @@ fn update_head_and_endpoints(
     status.head = (head != HeadInfo::default()).then_some(head);
     let endpoints: BTreeMap<String, String> = head_service
         .into_iter()
-        .flat_map(|service| &service.ports)
-        .filter_map(|port| Some((port.name.clone()?, port.port.to_string())))
+        .flat_map(|service| {
+            service.ports.iter().filter_map(move |port| {
+                let name = port.name.as_deref()?;
+                Some((name.to_owned(), endpoint(ctx, service, name, port.port)))
+            })
+        })
         .collect();
     status.endpoints = (!endpoints.is_empty()).then_some(endpoints);
+}
+
+/// KubeRay reports a head Service port's node port if it has one, else its target port.
+/// The observed record carries only the Service port (the contract's `service-port` has
+/// no node or target port), so both come from the user's `headService` where it sets
+/// them for this port; otherwise the Service port is the API server's default target
+/// port. A node port the API server allocated cannot be seen here.
+fn endpoint(ctx: &ClusterContext, service: &ObservedService, name: &str, port: i32) -> String {
+    let declared = ctx
+        .cluster
+        .spec
+        .head_group_spec
+        .head_service
+        .as_ref()
+        .filter(|_| service.name == ctx.head_service_name)
+        .and_then(|custom| custom.spec.as_ref()?.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|declared| declared.name.as_deref() == Some(name) && declared.port == port);
+    let Some(declared) = declared else {
+        return port.to_string();
+    };
+    if let Some(node_port) = declared.node_port.filter(|&node_port| node_port != 0) {
+        return node_port.to_string();
+    }
+    match &declared.target_port {
+        Some(IntOrString::Int(target)) if *target != 0 => target.to_string(),
+        Some(IntOrString::String(target)) if !target.is_empty() => target.clone(),
+        _ => port.to_string(),
+    }
 }
 
 fn update_state(
@@ -750,6 +785,83 @@ spec:
             condition(&status, RAY_CLUSTER_PROVISIONED).unwrap().status,
             "False"
         );
+    }
+
+    /// `status.endpoints` as KubeRay fills it: per named port of the head Service, the node
+    /// port if non-zero, else the target port. Each row: the user's `headService` port
+    /// (name, port, nodePort, targetPort) or none, then the value for the observed
+    /// `dashboard: 8265`.
+    #[test]
+    fn endpoints_report_node_and_target_ports() {
+        type DeclaredPort = (&'static str, i32, Option<i32>, Option<IntOrString>);
+        let rows: [(Option<DeclaredPort>, &str); 7] = [
+            (None, "8265"),
+            (Some(("dashboard", 8265, Some(30265), None)), "30265"),
+            (
+                Some(("dashboard", 8265, Some(30265), Some(IntOrString::Int(8266)))),
+                "30265",
+            ),
+            (
+                Some(("dashboard", 8265, Some(0), Some(IntOrString::Int(8266)))),
+                "8266",
+            ),
+            (
+                Some((
+                    "dashboard",
+                    8265,
+                    None,
+                    Some(IntOrString::String("web".into())),
+                )),
+                "web",
+            ),
+            (Some(("dashboard", 8265, None, None)), "8265"),
+            // Another port of that name in the spec than the one observed: not this port.
+            (Some(("dashboard", 9000, Some(30265), None)), "8265"),
+        ];
+        for (declared, expected) in rows {
+            let mut cluster = cluster_from_yaml(CLUSTER);
+            if let Some((name, port, node_port, target_port)) = declared.clone() {
+                cluster.spec.head_group_spec.head_service = Some(
+                    serde_json::from_value(
+                        serde_json::json!({"spec": {"type": "NodePort", "ports": [{
+                            "name": name, "port": port, "nodePort": node_port,
+                            "targetPort": target_port,
+                        }]}}),
+                    )
+                    .unwrap(),
+                );
+            }
+            let mut service = head_service();
+            service.ports.push(ServicePort {
+                name: None,
+                port: 7000,
+                protocol: None,
+            });
+            let settings = Settings::default();
+            let ctx = ClusterContext::new(&cluster, &settings);
+            let plan = PodPlan::default();
+            let outcome = PassOutcome {
+                plan: &plan,
+                suspend: SuspendStep::None,
+                replica_failure: None,
+                invalid: None,
+            };
+            let pods = views(&ready_pods());
+            let status = compute_status(&ctx, &pods, &[service.clone()], &outcome, NOW).unwrap();
+            let endpoints = status.endpoints.unwrap();
+            assert_eq!(endpoints["dashboard"], expected, "{declared:?}");
+            assert_eq!(endpoints["gcs-server"], "6379", "{declared:?}");
+            assert_eq!(endpoints.len(), 2, "an unnamed port is left out");
+
+            // The same labels on a Service of another name: not the one the spec built.
+            service.name = "other".into();
+            let status = compute_status(&ctx, &pods, &[service], &outcome, NOW).unwrap();
+            assert_eq!(
+                status.endpoints.unwrap()["dashboard"],
+                "8265",
+                "{declared:?}"
+            );
+        }
     }
 
     /// KubeRay (gate on) states `RayClusterSuspended` and `RayClusterSuspending` on every
