@@ -522,6 +522,13 @@ async fn seed_examples_reach_ready_with_kuberay_pods() -> anyhow::Result<()> {
         condition_status(&status, "HeadPodReady").as_deref() == Some("True"),
         "{status}"
     );
+    // KubeRay states both suspend conditions, False, on every cluster.
+    for type_ in ["RayClusterSuspended", "RayClusterSuspending"] {
+        ensure!(
+            condition_status(&status, type_).as_deref() == Some("False"),
+            "{type_}: {status}"
+        );
+    }
     let reasons: Vec<String> = fx
         .events("raycluster-gpu")
         .await?
