@@ -166,15 +166,127 @@ pub fn build(
     config: kube::Config,
     limiter: Option<TokenBucket>,
     metrics: Arc<Metrics>,
-) -> Result<kube::Client, kube::Error> {
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&ApiLayer::new(limiter, metrics))
-        .build())
+) -> anyhow::Result<kube::Client> {
+    let auth = config.auth_info.clone();
+    let builder = match kube::client::ClientBuilder::try_from(config) {
+        Ok(builder) => builder,
+        Err(error) if client_certificate_version(&auth) == Some(1) => {
+            return Err(anyhow::Error::new(error).context(X509_V1_CLIENT_CERTIFICATE));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    Ok(builder.with_layer(&ApiLayer::new(limiter, metrics)).build())
+}
+
+/// rustls checks that the client's key matches its certificate by parsing the certificate
+/// with webpki, which takes only X.509 v3, and kube reports the refusal as "invalid private
+/// key". Go's TLS stack takes v1, so a kubeconfig that works with kubectl can fail here;
+/// this says why and what to do.
+const X509_V1_CLIENT_CERTIFICATE: &str = "the kubeconfig's client certificate is an X.509 v1 \
+certificate, which rustls (the TLS library of the operator) refuses, although Go clients \
+such as kubectl accept it; re-issue it as an X.509 v3 certificate (with openssl: \
+`openssl x509 -req ... -extfile <file>` where the file has at least one extension, such as \
+`extendedKeyUsage = clientAuth`), or authenticate with a token";
+
+/// The X.509 version of the kubeconfig user's client certificate (the first of its PEM
+/// certificates), if it has one that can be read.
+fn client_certificate_version(auth: &kube::config::AuthInfo) -> Option<u8> {
+    use base64::Engine as _;
+    let pem = match (&auth.client_certificate_data, &auth.client_certificate) {
+        (Some(data), _) => base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .ok()?,
+        (None, Some(path)) => std::fs::read(path).ok()?,
+        (None, None) => return None,
+    };
+    let pem = String::from_utf8(pem).ok()?;
+    let body = pem
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)?
+        .split("-----END CERTIFICATE-----")
+        .next()?;
+    let body: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    x509_version(&der)
+}
+
+/// The version of a DER certificate: its `tbsCertificate` starts with an explicit `[0]`
+/// version (0 for v1, 2 for v3), which v1 certificates may leave out.
+fn x509_version(der: &[u8]) -> Option<u8> {
+    const SEQUENCE: u8 = 0x30;
+    const INTEGER: u8 = 0x02;
+    const VERSION: u8 = 0xa0;
+    let (SEQUENCE, certificate, _) = der_element(der)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = der_element(certificate)? else {
+        return None;
+    };
+    match der_element(tbs)? {
+        (VERSION, version, _) => match der_element(version)? {
+            (INTEGER, &[version], _) => version.checked_add(1),
+            _ => None,
+        },
+        // The serial number: no version field, so v1.
+        (INTEGER, _, _) => Some(1),
+        _ => None,
+    }
+}
+
+/// One DER element: (tag, contents, what follows).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let (bytes, rest) = rest.split_at_checked(usize::from(first & 0x7f))?;
+        if bytes.is_empty() || bytes.len() > 4 {
+            return None;
+        }
+        let length = bytes
+            .iter()
+            .fold(0usize, |length, byte| length << 8 | usize::from(*byte));
+        (length, rest)
+    };
+    let (contents, rest) = rest.split_at_checked(length)?;
+    Some((tag, contents, rest))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn x509_versions_are_read_from_der() {
+        // Certificate { tbsCertificate { [0] { INTEGER 2 }, serial INTEGER 1 } }: v3.
+        let v3 = [
+            0x30, 0x0a, 0x30, 0x08, 0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x01, 0x01,
+        ];
+        assert_eq!(x509_version(&v3), Some(3));
+        // No version field: v1.
+        let v1 = [0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x01];
+        assert_eq!(x509_version(&v1), Some(1));
+        // The explicit (non-DER) encoding of v1.
+        let v1_explicit = [
+            0x30, 0x0a, 0x30, 0x08, 0xa0, 0x03, 0x02, 0x01, 0x00, 0x02, 0x01, 0x01,
+        ];
+        assert_eq!(x509_version(&v1_explicit), Some(1));
+        // Long-form lengths.
+        let long = [0x30, 0x81, 0x07, 0x30, 0x82, 0x00, 0x03, 0x02, 0x01, 0x01];
+        assert_eq!(x509_version(&long), Some(1));
+        // Truncated or not a certificate: no answer, no panic.
+        for bad in [
+            &v3[..6],
+            &[0x30, 0x85, 1, 1, 1, 1, 1][..],
+            &[0x02, 0x01, 0x01][..],
+            &[][..],
+        ] {
+            assert_eq!(x509_version(bad), None, "{bad:?}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn bucket_allows_a_burst_then_the_rate() {

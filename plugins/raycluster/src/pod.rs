@@ -41,8 +41,14 @@ pub fn build_pod(ctx: &ClusterContext, group: &GroupView) -> Pod {
         .and_then(|container| container.env.clone())
         .unwrap_or_default();
     original_ray_env.extend(auth_env(ctx));
+    let annotations = pod_annotations(ctx, group);
+    // KubeRay reads the pod's annotation, not only the cluster's: a group's template that
+    // sets it keeps that group's command.
+    let keep_command = annotations
+        .get(RAY_OVERWRITE_CONTAINER_CMD_ANNOTATION_KEY)
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"));
     if let Some(container) = spec.containers.first_mut() {
-        customize_ray_container(ctx, group, container, &ray_start);
+        customize_ray_container(ctx, group, container, &ray_start, keep_command);
     }
     add_shared_memory_volume(&mut spec);
     if group.node_type == NodeType::Worker
@@ -61,13 +67,17 @@ pub fn build_pod(ctx: &ClusterContext, group: &GroupView) -> Pod {
     }
 
     Pod {
-        metadata: pod_metadata(ctx, group),
+        metadata: pod_metadata(ctx, group, annotations),
         spec: Some(spec),
         status: None,
     }
 }
 
-fn pod_metadata(ctx: &ClusterContext, group: &GroupView) -> ObjectMeta {
+fn pod_metadata(
+    ctx: &ClusterContext,
+    group: &GroupView,
+    annotations: BTreeMap<String, String>,
+) -> ObjectMeta {
     let template_meta = &group.template.metadata;
     let template_meta = template_meta.as_ref();
     let (generate_name, name) = match group.node_type {
@@ -89,7 +99,7 @@ fn pod_metadata(ctx: &ClusterContext, group: &GroupView) -> ObjectMeta {
         generate_name,
         namespace: Some(ctx.namespace.to_owned()),
         labels: Some(pod_labels(ctx, group)),
-        annotations: Some(pod_annotations(ctx, group)),
+        annotations: Some(annotations),
         ..template_meta.cloned().unwrap_or_default()
     }
 }
@@ -144,10 +154,15 @@ fn pod_annotations(ctx: &ClusterContext, group: &GroupView) -> BTreeMap<String, 
         .as_ref()
         .and_then(|meta| meta.annotations.clone())
         .unwrap_or_default();
-    if let Some(value) = ctx.annotation(RAY_OVERWRITE_CONTAINER_CMD_ANNOTATION_KEY) {
+    // Only a true value is copied, as "true": a cluster's "false" leaves a template's
+    // own annotation in place.
+    if ctx
+        .annotation(RAY_OVERWRITE_CONTAINER_CMD_ANNOTATION_KEY)
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+    {
         annotations.insert(
             RAY_OVERWRITE_CONTAINER_CMD_ANNOTATION_KEY.to_owned(),
-            value.to_owned(),
+            "true".to_owned(),
         );
     }
     if group.node_type == NodeType::Head {
@@ -170,6 +185,7 @@ fn customize_ray_container(
     group: &GroupView,
     container: &mut Container,
     ray_start: &str,
+    keep_command: bool,
 ) {
     let ports = container.ports.get_or_insert_with(Vec::new);
     if !ports
@@ -182,19 +198,18 @@ fn customize_ray_container(
             ..ContainerPort::default()
         });
     }
-    rewrite_command(ctx, container, ray_start);
+    if !keep_command {
+        rewrite_command(ctx, container, ray_start);
+    }
     inject_env(ctx, group.node_type, container, ray_start);
     if ctx.settings.probes_injection {
         inject_probes(ctx, group.node_type, container);
     }
 }
 
-/// Wraps the user's command so that `ray start` runs after it, unless the user asked to keep
-/// the command or already runs `ray start` themselves.
+/// Wraps the user's command so that `ray start` runs after it, unless the user already runs
+/// `ray start` themselves.
 fn rewrite_command(ctx: &ClusterContext, container: &mut Container, ray_start: &str) {
-    let keep = ctx
-        .annotation(RAY_OVERWRITE_CONTAINER_CMD_ANNOTATION_KEY)
-        .is_some_and(|value| value.eq_ignore_ascii_case("true"));
     let user_parts: Vec<&String> = container
         .command
         .iter()
@@ -202,7 +217,7 @@ fn rewrite_command(ctx: &ClusterContext, container: &mut Container, ray_start: &
         .chain(container.args.iter().flatten())
         .collect();
     let user_command: String = user_parts.iter().map(|part| format!(" {part} ")).collect();
-    if keep || user_command.contains("ray start") {
+    if user_command.contains("ray start") {
         return;
     }
     let script = if user_parts.is_empty() {
@@ -859,6 +874,87 @@ spec:
                 .key,
             "k"
         );
+    }
+
+    /// KubeRay copies a true cluster annotation to the pod as "true" and then decides on the
+    /// pod's annotation, so a group's template can keep its own command; the generated
+    /// command stays in `KUBERAY_GEN_RAY_START_CMD` for the user's script to run.
+    #[test]
+    fn overwrite_container_cmd_on_the_cluster_or_the_template() {
+        let user_args = "ulimit -n 65536; echo worker; $KUBERAY_GEN_RAY_START_CMD";
+        // (cluster annotation, template annotation) => (pod annotation, command kept)
+        type Annotation = Option<&'static str>;
+        let cases: [(Annotation, Annotation, Annotation, bool); 7] = [
+            (None, None, None, false),
+            (Some("true"), None, Some("true"), true),
+            (Some("TRUE"), None, Some("true"), true),
+            (None, Some("true"), Some("true"), true),
+            (None, Some("True"), Some("True"), true),
+            (Some("false"), Some("true"), Some("true"), true),
+            (Some("false"), None, None, false),
+        ];
+        for (on_cluster, on_template, on_pod, kept) in cases {
+            let mut cluster = cluster_from_yaml(&format!(
+                r#"
+metadata: {{name: c, namespace: ns}}
+spec:
+  headGroupSpec:
+    template: {{spec: {{containers: [{{name: h, image: i}}]}}}}
+  workerGroupSpecs:
+  - groupName: g
+    replicas: 1
+    template:
+      spec:
+        containers:
+        - name: w
+          image: i
+          command: [/bin/bash, -lc, --]
+          args: ["{user_args}"]
+"#
+            ));
+            let key = RAY_OVERWRITE_CONTAINER_CMD_ANNOTATION_KEY.to_owned();
+            if let Some(value) = on_cluster {
+                cluster.metadata.annotations = Some(BTreeMap::from([(key.clone(), value.into())]));
+            }
+            if let Some(value) = on_template {
+                let group = &mut cluster.spec.worker_group_specs.as_mut().unwrap()[0];
+                group
+                    .template
+                    .metadata
+                    .get_or_insert_with(Default::default)
+                    .annotations = Some(BTreeMap::from([(key.clone(), value.into())]));
+            }
+            let pod = build(&cluster, &Settings::default(), true);
+            let case = format!("cluster {on_cluster:?}, template {on_template:?}");
+            let annotations = pod.metadata.annotations.as_ref().unwrap();
+            assert_eq!(annotations.get(&key).map(String::as_str), on_pod, "{case}");
+            let ray = &pod.spec.as_ref().unwrap().containers[0];
+            let env = env_of(ray);
+            let generated = value(&env, KUBERAY_GEN_RAY_START_CMD_ENV).unwrap();
+            assert!(generated.starts_with("ray start "), "{case}: {generated}");
+            let args = ray.args.as_ref().unwrap();
+            if kept {
+                assert_eq!(
+                    ray.command.as_ref().unwrap(),
+                    &["/bin/bash", "-lc", "--"],
+                    "{case}"
+                );
+                assert_eq!(args, &[user_args], "{case}");
+            } else {
+                assert_eq!(
+                    ray.command.as_ref().unwrap(),
+                    &["/bin/bash", "-c", "--"],
+                    "{case}"
+                );
+                assert_eq!(
+                    args,
+                    &[format!(
+                        " /bin/bash  -lc  --  {user_args}  && ulimit -n 65536; {generated}"
+                    )],
+                    "{case}"
+                );
+            }
+        }
     }
 
     #[test]

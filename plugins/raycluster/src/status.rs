@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff;
 use wasmray_crds::constants::*;
 use wasmray_crds::raycluster::{ClusterState, HeadInfo, RayClusterStatus};
@@ -215,63 +216,12 @@ fn update_conditions(
     let (ready, reason, message) = head_pod_ready(head_pod.map(|pod| pod.pod));
     set_condition(conditions, HEAD_POD_READY, ready, &reason, &message, now);
 
-    match outcome.suspend {
-        SuspendStep::Begin => {
-            set_condition(
-                conditions,
-                RAY_CLUSTER_SUSPENDING,
-                true,
-                RAY_CLUSTER_SUSPENDING,
-                "",
-                now,
-            );
-        }
-        SuspendStep::Complete => {
-            set_condition(
-                conditions,
-                RAY_CLUSTER_SUSPENDING,
-                false,
-                RAY_CLUSTER_SUSPENDING,
-                "",
-                now,
-            );
-            set_condition(
-                conditions,
-                RAY_CLUSTER_SUSPENDED,
-                true,
-                RAY_CLUSTER_SUSPENDED,
-                "",
-                now,
-            );
-            set_condition(
-                conditions,
-                RAY_CLUSTER_PROVISIONED,
-                false,
-                RAY_CLUSTER_PODS_PROVISIONING,
-                "RayCluster has been suspended",
-                now,
-            );
-        }
-        SuspendStep::Resume => {
-            set_condition(
-                conditions,
-                RAY_CLUSTER_SUSPENDED,
-                false,
-                RAY_CLUSTER_SUSPENDED,
-                "",
-                now,
-            );
-        }
-        SuspendStep::None | SuspendStep::Continue | SuspendStep::Stay => {}
-    }
-
+    // Before the suspend conditions, so that a new cluster lists its conditions in
+    // KubeRay's order.
     let provisioned = conditions
         .iter()
         .any(|c| c.type_ == RAY_CLUSTER_PROVISIONED && c.status == "True");
-    let suspended = conditions.iter().any(|c| {
-        (c.type_ == RAY_CLUSTER_SUSPENDED || c.type_ == RAY_CLUSTER_SUSPENDING)
-            && c.status == "True"
-    });
+    let suspended = !matches!(outcome.suspend, SuspendStep::None | SuspendStep::Resume);
     if !provisioned && !suspended {
         let all_ready = !pods.is_empty()
             && !outcome.plan.changes_pods()
@@ -297,6 +247,36 @@ fn update_conditions(
                 now,
             );
         }
+    }
+
+    // KubeRay states both suspend conditions on every cluster that is neither suspending
+    // nor suspended, False unless a suspension begins.
+    let suspend_condition = |conditions: &mut Vec<Condition>, condition_type: &str, status| {
+        set_condition(conditions, condition_type, status, condition_type, "", now);
+    };
+    match outcome.suspend {
+        SuspendStep::None => {
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDED, false);
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDING, false);
+        }
+        SuspendStep::Begin => {
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDED, false);
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDING, true);
+        }
+        SuspendStep::Complete => {
+            set_condition(
+                conditions,
+                RAY_CLUSTER_PROVISIONED,
+                false,
+                RAY_CLUSTER_PODS_PROVISIONING,
+                "RayCluster has been suspended",
+                now,
+            );
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDING, false);
+            suspend_condition(conditions, RAY_CLUSTER_SUSPENDED, true);
+        }
+        SuspendStep::Resume => suspend_condition(conditions, RAY_CLUSTER_SUSPENDED, false),
+        SuspendStep::Continue | SuspendStep::Stay => {}
     }
 }
 
@@ -457,10 +437,44 @@ fn update_head_and_endpoints(
     status.head = (head != HeadInfo::default()).then_some(head);
     let endpoints: BTreeMap<String, String> = head_service
         .into_iter()
-        .flat_map(|service| &service.ports)
-        .filter_map(|port| Some((port.name.clone()?, port.port.to_string())))
+        .flat_map(|service| {
+            service.ports.iter().filter_map(move |port| {
+                let name = port.name.as_deref()?;
+                Some((name.to_owned(), endpoint(ctx, service, name, port.port)))
+            })
+        })
         .collect();
     status.endpoints = (!endpoints.is_empty()).then_some(endpoints);
+}
+
+/// KubeRay reports a head Service port's node port if it has one, else its target port.
+/// The observed record carries only the Service port (the contract's `service-port` has
+/// no node or target port), so both come from the user's `headService` where it sets
+/// them for this port; otherwise the Service port is the API server's default target
+/// port. A node port the API server allocated cannot be seen here.
+fn endpoint(ctx: &ClusterContext, service: &ObservedService, name: &str, port: i32) -> String {
+    let declared = ctx
+        .cluster
+        .spec
+        .head_group_spec
+        .head_service
+        .as_ref()
+        .filter(|_| service.name == ctx.head_service_name)
+        .and_then(|custom| custom.spec.as_ref()?.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|declared| declared.name.as_deref() == Some(name) && declared.port == port);
+    let Some(declared) = declared else {
+        return port.to_string();
+    };
+    if let Some(node_port) = declared.node_port.filter(|&node_port| node_port != 0) {
+        return node_port.to_string();
+    }
+    match &declared.target_port {
+        Some(IntOrString::Int(target)) if *target != 0 => target.to_string(),
+        Some(IntOrString::String(target)) if !target.is_empty() => target.clone(),
+        _ => port.to_string(),
+    }
 }
 
 fn update_state(
@@ -729,7 +743,10 @@ spec:
             condition(&status, RAY_CLUSTER_SUSPENDING).unwrap().status,
             "True"
         );
-        assert_eq!(condition(&status, RAY_CLUSTER_SUSPENDED), None);
+        assert_eq!(
+            condition(&status, RAY_CLUSTER_SUSPENDED).unwrap().status,
+            "False"
+        );
 
         cluster.status = Some(status);
         cluster.spec.suspend = Some(false); // atomic: flipping back does not stop it
@@ -768,6 +785,236 @@ spec:
             condition(&status, RAY_CLUSTER_PROVISIONED).unwrap().status,
             "False"
         );
+    }
+
+    /// `status.endpoints` as KubeRay fills it: per named port of the head Service, the node
+    /// port if non-zero, else the target port. Each row: the user's `headService` port
+    /// (name, port, nodePort, targetPort) or none, then the value for the observed
+    /// `dashboard: 8265`.
+    #[test]
+    fn endpoints_report_node_and_target_ports() {
+        type DeclaredPort = (&'static str, i32, Option<i32>, Option<IntOrString>);
+        let rows: [(Option<DeclaredPort>, &str); 7] = [
+            (None, "8265"),
+            (Some(("dashboard", 8265, Some(30265), None)), "30265"),
+            (
+                Some(("dashboard", 8265, Some(30265), Some(IntOrString::Int(8266)))),
+                "30265",
+            ),
+            (
+                Some(("dashboard", 8265, Some(0), Some(IntOrString::Int(8266)))),
+                "8266",
+            ),
+            (
+                Some((
+                    "dashboard",
+                    8265,
+                    None,
+                    Some(IntOrString::String("web".into())),
+                )),
+                "web",
+            ),
+            (Some(("dashboard", 8265, None, None)), "8265"),
+            // Another port of that name in the spec than the one observed: not this port.
+            (Some(("dashboard", 9000, Some(30265), None)), "8265"),
+        ];
+        for (declared, expected) in rows {
+            let mut cluster = cluster_from_yaml(CLUSTER);
+            if let Some((name, port, node_port, target_port)) = declared.clone() {
+                cluster.spec.head_group_spec.head_service = Some(
+                    serde_json::from_value(
+                        serde_json::json!({"spec": {"type": "NodePort", "ports": [{
+                            "name": name, "port": port, "nodePort": node_port,
+                            "targetPort": target_port,
+                        }]}}),
+                    )
+                    .unwrap(),
+                );
+            }
+            let mut service = head_service();
+            service.ports.push(ServicePort {
+                name: None,
+                port: 7000,
+                protocol: None,
+            });
+            let settings = Settings::default();
+            let ctx = ClusterContext::new(&cluster, &settings);
+            let plan = PodPlan::default();
+            let outcome = PassOutcome {
+                plan: &plan,
+                suspend: SuspendStep::None,
+                replica_failure: None,
+                invalid: None,
+            };
+            let pods = views(&ready_pods());
+            let status = compute_status(&ctx, &pods, &[service.clone()], &outcome, NOW).unwrap();
+            let endpoints = status.endpoints.unwrap();
+            assert_eq!(endpoints["dashboard"], expected, "{declared:?}");
+            assert_eq!(endpoints["gcs-server"], "6379", "{declared:?}");
+            assert_eq!(endpoints.len(), 2, "an unnamed port is left out");
+
+            // The same labels on a Service of another name: not the one the spec built.
+            service.name = "other".into();
+            let status = compute_status(&ctx, &pods, &[service], &outcome, NOW).unwrap();
+            assert_eq!(
+                status.endpoints.unwrap()["dashboard"],
+                "8265",
+                "{declared:?}"
+            );
+        }
+    }
+
+    /// KubeRay (gate on) states `RayClusterSuspended` and `RayClusterSuspending` on every
+    /// cluster, reason = type, no message; each row: `spec.suspend`, the stored
+    /// (Suspended, Suspending), whether pods are left, then the (Suspended, Suspending)
+    /// written.
+    #[test]
+    fn suspend_conditions_on_every_cluster() {
+        type Pair = (Option<&'static str>, Option<&'static str>);
+        let rows: [(Option<bool>, Pair, bool, Pair); 9] = [
+            (None, (None, None), true, (Some("False"), Some("False"))),
+            (
+                Some(false),
+                (None, None),
+                false,
+                (Some("False"), Some("False")),
+            ),
+            (
+                Some(true),
+                (None, None),
+                true,
+                (Some("False"), Some("True")),
+            ),
+            // A status written before these conditions existed, or by another operator.
+            (
+                None,
+                (Some("False"), None),
+                true,
+                (Some("False"), Some("False")),
+            ),
+            (
+                Some(true),
+                (Some("False"), Some("True")),
+                true,
+                (Some("False"), Some("True")),
+            ),
+            (
+                Some(true),
+                (Some("False"), Some("True")),
+                false,
+                (Some("True"), Some("False")),
+            ),
+            (
+                Some(true),
+                (Some("True"), Some("False")),
+                false,
+                (Some("True"), Some("False")),
+            ),
+            (
+                Some(false),
+                (Some("True"), Some("False")),
+                false,
+                (Some("False"), Some("False")),
+            ),
+            (
+                None,
+                (Some("False"), Some("False")),
+                true,
+                (Some("False"), Some("False")),
+            ),
+        ];
+        let settings = Settings::default();
+        let plan = PodPlan::default();
+        for (suspend, (stored_suspended, stored_suspending), with_pods, expected) in rows {
+            let mut cluster = cluster_from_yaml(CLUSTER);
+            cluster.spec.suspend = suspend;
+            let stored: Vec<Condition> = [
+                (RAY_CLUSTER_SUSPENDED, stored_suspended),
+                (RAY_CLUSTER_SUSPENDING, stored_suspending),
+            ]
+            .into_iter()
+            .filter_map(|(kind, status)| {
+                Some(Condition {
+                    type_: kind.into(),
+                    status: status?.into(),
+                    reason: kind.into(),
+                    message: String::new(),
+                    last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+                    observed_generation: None,
+                })
+            })
+            .collect();
+            if !stored.is_empty() {
+                cluster.status = Some(RayClusterStatus {
+                    conditions: Some(stored),
+                    ..RayClusterStatus::default()
+                });
+            }
+            let pods = if with_pods { ready_pods() } else { Vec::new() };
+            let pods = views(&pods);
+            let ctx = ClusterContext::new(&cluster, &settings);
+            let outcome = PassOutcome {
+                plan: &plan,
+                suspend: suspend_step(&ctx, &pods),
+                replica_failure: None,
+                invalid: None,
+            };
+            let status = compute_status(&ctx, &pods, &[head_service()], &outcome, NOW)
+                .or(cluster.status.clone())
+                .unwrap();
+            let row = format!(
+                "suspend {suspend:?}, stored ({stored_suspended:?}, {stored_suspending:?}), pods {with_pods}"
+            );
+            let written = |kind| {
+                let found = condition(&status, kind)?;
+                assert_eq!(found.reason, kind, "{row}");
+                assert_eq!(found.message, "", "{row}");
+                Some(found.status.as_str())
+            };
+            assert_eq!(
+                (
+                    written(RAY_CLUSTER_SUSPENDED),
+                    written(RAY_CLUSTER_SUSPENDING)
+                ),
+                expected,
+                "{row}"
+            );
+        }
+
+        // A new cluster lists them after HeadPodReady and RayClusterProvisioned, as
+        // KubeRay appends them.
+        let cluster = cluster_from_yaml(CLUSTER);
+        let status = compute(&cluster, &[], &plan).unwrap();
+        let types: Vec<&str> = status
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                HEAD_POD_READY,
+                RAY_CLUSTER_PROVISIONED,
+                RAY_CLUSTER_SUSPENDED,
+                RAY_CLUSTER_SUSPENDING
+            ]
+        );
+
+        // Without the gate KubeRay writes no condition at all.
+        let settings = Settings {
+            status_conditions: false,
+            ..Settings::default()
+        };
+        let ctx = ClusterContext::new(&cluster, &settings);
+        let outcome = PassOutcome {
+            plan: &plan,
+            suspend: suspend_step(&ctx, &[]),
+            replica_failure: None,
+            invalid: None,
+        };
+        let status = compute_status(&ctx, &[], &[head_service()], &outcome, NOW).unwrap();
+        assert_eq!(status.conditions, None);
     }
 
     #[test]

@@ -259,6 +259,13 @@ async fn seed_examples_reach_ready_with_kuberay_pods() -> anyhow::Result<()> {
         condition_status(&status, "HeadPodReady").as_deref() == Some("True"),
         "{status}"
     );
+    // KubeRay states both suspend conditions, False, on every cluster.
+    for type_ in ["RayClusterSuspended", "RayClusterSuspending"] {
+        ensure!(
+            condition_status(&status, type_).as_deref() == Some("False"),
+            "{type_}: {status}"
+        );
+    }
     let reasons: Vec<String> = fx
         .events("raycluster-gpu")
         .await?
@@ -271,6 +278,34 @@ async fn seed_examples_reach_ready_with_kuberay_pods() -> anyhow::Result<()> {
             "events {reasons:?} lack {reason}"
         );
     }
+    // One CreatedWorkerPod event per worker, naming it, as client-go's recorder makes them
+    // (events with another message are not counted on the first one).
+    let workers: Vec<String> = fx
+        .pods("raycluster-gpu")
+        .await?
+        .iter()
+        .filter(|pod| pod.labels().get("ray.io/node-type").map(String::as_str) == Some("worker"))
+        .map(|pod| pod.name_any())
+        .collect();
+    ensure!(workers.len() == 3, "workers {workers:?}");
+    eventually("a CreatedWorkerPod event naming each worker", || async {
+        let notes: Vec<String> = fx
+            .events("raycluster-gpu")
+            .await?
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("CreatedWorkerPod"))
+            .filter_map(|e| e.note)
+            .collect();
+        for worker in &workers {
+            let named = notes
+                .iter()
+                .filter(|note| note.ends_with(&format!("/{worker}")))
+                .count();
+            ensure!(named == 1, "{named} events name {worker}: {notes:?}");
+        }
+        Ok(())
+    })
+    .await?;
     fx.finish().await
 }
 
