@@ -1026,26 +1026,45 @@ mod tests {
         ]);
         let settings = Settings::resolve(given, file, no_files).unwrap();
         let allowance = &settings.controller.allowances["policy"];
-        let kinds: Vec<String> = allowance.extra_kinds.iter().map(ToString::to_string).collect();
+        let kinds: Vec<String> = allowance
+            .extra_kinds
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(kinds, ["v1 ConfigMap", "batch/v1 CronJob"]);
         assert_eq!(allowance.limits.pods_per_answer, 5000);
         assert_eq!(allowance.limits.objects_per_answer, 500);
-        assert_eq!(allowance.limits.events_per_answer, 100, "others keep their default");
+        assert_eq!(
+            allowance.limits.events_per_answer, 100,
+            "others keep their default"
+        );
         let fair = Settings::resolve(
-            flags(&["--requeue-floor=2s", "--object-write-rate=5", "--object-write-burst=20"]),
+            flags(&[
+                "--requeue-floor=2s",
+                "--object-write-rate=5",
+                "--object-write-burst=20",
+            ]),
             FileConfig::default(),
             no_files,
         )
         .unwrap()
         .controller;
         assert_eq!(
-            (fair.requeue_floor, fair.object_write_rounds_per_second, fair.object_write_burst),
+            (
+                fair.requeue_floor,
+                fair.object_write_rounds_per_second,
+                fair.object_write_burst
+            ),
             (Duration::from_secs(2), 5, 20)
         );
         for (flag, value, expected) in [
             ("--plugin-allow-kind", "policy=ConfigMap", "APIVERSION/KIND"),
             ("--plugin-limit", "policy=pods=5", "unknown limit \"pods\""),
-            ("--plugin-limit", "policy=pods-per-answer=many", "not LIMIT=NUMBER"),
+            (
+                "--plugin-limit",
+                "policy=pods-per-answer=many",
+                "not LIMIT=NUMBER",
+            ),
         ] {
             let error = Settings::resolve(flags(&[flag, value]), FileConfig::default(), no_files)
                 .unwrap_err()

@@ -9,15 +9,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 use wasmray::builtin::{BUILTIN_PLUGINS, test_plugins};
+use wasmray::controller::ParentKind;
 use wasmray::controller::plan;
 use wasmray::controller::wit::{FailedWrite, WriteOperation};
-use wasmray::controller::ParentKind;
 use wasmray::controller::write_policy::{AnswerLimits, KindRef, WritePolicy};
-use wasmray_crds::RayCluster;
 use wasmray::runtime::bindings::types::HostFacts;
 use wasmray::runtime::{
     CallError, CodeSource, LoadError, Plugin, ReconcileInput, Role, Runtime, RuntimeConfig,
 };
+use wasmray_crds::RayCluster;
 
 const DEADLINE: Duration = Duration::from_millis(300);
 const MEMORY_LIMIT: usize = 48 << 20;
@@ -206,7 +206,8 @@ async fn malformed_output_is_refused_by_the_plan_with_the_field() {
             .reconcile_with(&fixture.hostile, &input(mode))
             .await
             .unwrap();
-        let error = with_policy(|policy| plan::plan(answer, &parent_view(), &NoChildren, policy)).unwrap_err();
+        let error = with_policy(|policy| plan::plan(answer, &parent_view(), &NoChildren, policy))
+            .unwrap_err();
         assert!(error.to_string().contains(expected), "{mode}: {error}");
         assert_good_plugin_serves(fixture).await;
     }
@@ -301,7 +302,8 @@ async fn a_contract_0_2_reconciler_still_loads_and_serves() {
     );
     assert!(answer.finalizers.is_empty() && answer.generated_secrets.is_empty());
     // Its plan is like any other's.
-    let planned = with_policy(|policy| plan::plan(answer, &parent_view(), &NoChildren, policy)).unwrap();
+    let planned =
+        with_policy(|policy| plan::plan(answer, &parent_view(), &NoChildren, policy)).unwrap();
     assert_eq!(planned.objects.len(), 1);
 
     let err = runtime

@@ -102,7 +102,11 @@ pub fn without_generated_name(message: &str, prefix: &str) -> String {
         let after = &rest[at + prefix.len()..];
         let suffix: String = after.chars().take_while(|c| is_name_char(*c)).collect();
         out.push_str(&rest[..at + prefix.len()]);
-        rest = if suffix.len() == 5 { &after[5..] } else { after };
+        rest = if suffix.len() == 5 {
+            &after[5..]
+        } else {
+            after
+        };
     }
     out.push_str(rest);
     out
@@ -389,7 +393,10 @@ impl ChildWriter<'_> {
                     prepared.object.metadata.labels.as_ref(),
                     &message,
                 );
-                report.fail(format!("FailedToCreate{}", (self.event_noun)(&kind)), failed);
+                report.fail(
+                    format!("FailedToCreate{}", (self.event_noun)(&kind)),
+                    failed,
+                );
             }
         }
         report

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,7 +38,6 @@ use super::input_records::{
 };
 use super::parent_state::ParentStates;
 use super::plan::{self, Cached, ChildIndex, OwnedChild, ParentView, Plan};
-use super::write_policy::{Grant, PluginAllowance, WritePolicy};
 use super::plugin_host::{CallFailure, PluginHost};
 use super::ray_io::{Clusters, RayIo};
 use super::secrets::{SecretError, SecretsEnsured};
@@ -51,6 +50,7 @@ use super::wit::{
     DashboardReachability, HostFacts, ObservedObject, ObservedPods, ObservedService,
     RayObservations, ReconcileInput,
 };
+use super::write_policy::{Grant, PluginAllowance, WritePolicy};
 use super::{ControllerConfig, PLUGIN_ANNOTATION, Stats, Telemetry};
 use crate::health;
 use crate::metrics::{Metrics, ReconcileOutcome};
@@ -182,11 +182,11 @@ impl Shared {
         telemetry: Telemetry,
     ) -> Arc<Self> {
         let permits = Semaphore::new(usize::from(config.concurrency.max(1)));
-        let rate = NonZeroU32::new(config.object_write_rounds_per_second).unwrap_or(NonZeroU32::MIN);
+        let rate =
+            NonZeroU32::new(config.object_write_rounds_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.object_write_burst).unwrap_or(NonZeroU32::MIN);
-        let write_rounds = governor::RateLimiter::keyed(
-            governor::Quota::per_second(rate).allow_burst(burst),
-        );
+        let write_rounds =
+            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst));
         Arc::new(Shared {
             client: clients.api,
             events_client: clients.events,
@@ -915,7 +915,10 @@ impl<P: ParentKind> Scope<P> {
             self.apply_host_condition(parent, uid, &self.throttled_manager(), condition)
                 .await;
         }
-        self.publish(parent, vec![(EventType::Warning, reason.to_owned(), message)]);
+        self.publish(
+            parent,
+            vec![(EventType::Warning, reason.to_owned(), message)],
+        );
     }
 
     /// Withdraws the `Throttled` condition set for `reason`, if it is set.
@@ -1010,9 +1013,7 @@ impl<P: ParentKind> Scope<P> {
             state.rate_limited
         });
         if wait.is_some() {
-            self.shared
-                .metrics
-                .throttled(&P::kind(&()), "write-rate");
+            self.shared.metrics.throttled(&P::kind(&()), "write-rate");
             if held == PERSISTENT || held % (PERSISTENT * 60) == 0 {
                 let config = &self.shared.config;
                 let message = format!(
@@ -1155,10 +1156,12 @@ impl<P: ParentKind> ChildIndex for ScopeChildren<'_, P> {
 /// The owner reference every child gets. As KubeRay's controller references, it blocks the
 /// owner's foreground deletion until the child is gone.
 fn controller_ref<P: ParentKind>(parent: &P) -> Option<OwnerReference> {
-    parent.controller_owner_ref(&()).map(|owner| OwnerReference {
-        block_owner_deletion: Some(true),
-        ..owner
-    })
+    parent
+        .controller_owner_ref(&())
+        .map(|owner| OwnerReference {
+            block_owner_deletion: Some(true),
+            ..owner
+        })
 }
 
 /// `metadata.labels` of an object passed whole.
@@ -1339,9 +1342,7 @@ async fn reconcile<P: ParentKind>(
         "plan"
     );
     if !plan.writes_nothing()
-        && let Some(wait) = scope
-            .write_round_wait(&parent, &uid, current_status)
-            .await
+        && let Some(wait) = scope.write_round_wait(&parent, &uid, current_status).await
     {
         // Over its write rate: nothing of this answer is written; the plugin is called
         // again when the object may write.
@@ -1351,7 +1352,15 @@ async fn reconcile<P: ParentKind>(
         .states
         .start_writes(&uid, &scope.shared.stopping, deleting);
     let action = scope
-        .carry_out(&parent, &uid, current_status, &plugin, plan, &known, &cancel)
+        .carry_out(
+            &parent,
+            &uid,
+            current_status,
+            &plugin,
+            plan,
+            &known,
+            &cancel,
+        )
         .await?;
     scope.clear_failures(&uid);
     Ok(action)
@@ -1595,7 +1604,10 @@ pub async fn run_controller<P: ParentKind>(
         })
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(parent_changed::<P>, kube::runtime::PredicateConfig::default());
+        .predicate_filter(
+            parent_changed::<P>,
+            kube::runtime::PredicateConfig::default(),
+        );
     let recovery = tokio::spawn(recover_after_outages(
         scope.clone(),
         reader.clone(),

@@ -87,7 +87,12 @@ impl ParentStates {
     }
 
     /// A token for the writes of a reconcile that starts now (cancelled with `root`).
-    pub fn start_writes(&self, uid: &str, root: &CancellationToken, deleting: bool) -> CancellationToken {
+    pub fn start_writes(
+        &self,
+        uid: &str,
+        root: &CancellationToken,
+        deleting: bool,
+    ) -> CancellationToken {
         let token = root.child_token();
         self.with(uid, |state| state.writing = Some((token.clone(), deleting)));
         token
@@ -160,7 +165,10 @@ mod tests {
         let root = CancellationToken::new();
         let before = states.start_writes("p", &root, false);
         states.deletion_started("p");
-        assert!(before.is_cancelled(), "writes begun before the deletion stop");
+        assert!(
+            before.is_cancelled(),
+            "writes begun before the deletion stop"
+        );
         let cleanup = states.start_writes("p", &root, true);
         states.deletion_started("p");
         assert!(!cleanup.is_cancelled(), "the plugin's cleanup writes go on");

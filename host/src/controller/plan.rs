@@ -18,11 +18,11 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::status::status_differs;
-use super::write_policy::WritePolicy;
 use super::wit::{
     ChildKind, Deletion, FinalizerIntent, GeneratedSecret, RayAction, RayActionKind, RayQuery,
     ReconcileOutput, WriteMode,
 };
+use super::write_policy::WritePolicy;
 
 /// How soon the host calls again after carrying out a Ray action or taking a new query, so
 /// the plugin sees the outcome promptly.
@@ -75,7 +75,11 @@ fn malformed(what: impl Into<String>, message: impl Into<String>) -> MalformedAn
     refused(AnswerRule::Contract, what, message)
 }
 
-fn refused(rule: AnswerRule, what: impl Into<String>, message: impl Into<String>) -> MalformedAnswer {
+fn refused(
+    rule: AnswerRule,
+    what: impl Into<String>,
+    message: impl Into<String>,
+) -> MalformedAnswer {
     MalformedAnswer {
         what: what.into(),
         message: message.into(),
@@ -501,7 +505,11 @@ fn objects(
                 .map_err(|message| {
                     refused(
                         AnswerRule::NotAllowed,
-                        format!("apply[{index}].object ({} {})", object.kind, object.object.metadata.name.as_deref().unwrap_or_default()),
+                        format!(
+                            "apply[{index}].object ({} {})",
+                            object.kind,
+                            object.object.metadata.name.as_deref().unwrap_or_default()
+                        ),
                         message,
                     )
                 })?;
@@ -518,7 +526,11 @@ fn pods(
     policy: &WritePolicy<'_>,
 ) -> Result<Vec<PreparedPod>, MalformedAnswer> {
     // Counted before a single pod is built: a bomb costs no memory.
-    let asked: usize = output.create_pods.iter().map(|set| set.replicas.len()).sum();
+    let asked: usize = output
+        .create_pods
+        .iter()
+        .map(|set| set.replicas.len())
+        .sum();
     if asked > policy.limits.pods_per_answer {
         return Err(refused(
             AnswerRule::OverLimit,
@@ -928,7 +940,12 @@ mod tests {
     fn plan_of(output: ReconcileOutput) -> Result<Plan, MalformedAnswer> {
         let owner = owner();
         let limits = AnswerLimits::default();
-        plan(output, &view(&owner, &[], false, None), &Cache, &policy(&limits))
+        plan(
+            output,
+            &view(&owner, &[], false, None),
+            &Cache,
+            &policy(&limits),
+        )
     }
 
     use serde_json::json;
@@ -939,12 +956,24 @@ mod tests {
         let owner = owner();
         let mut output = nothing();
         output.status = Some(status.to_string());
-        let plan = plan(output, &view(&owner, &[], false, Some(&status)), &Cache, &policy(&AnswerLimits::default())).unwrap();
+        let plan = plan(
+            output,
+            &view(&owner, &[], false, Some(&status)),
+            &Cache,
+            &policy(&AnswerLimits::default()),
+        )
+        .unwrap();
         assert!(plan.writes_nothing(), "{plan:?}");
         assert_eq!(plan.status, None, "an unchanged status is not written");
         let mut changed = nothing();
         changed.status = Some(json!({"state": "suspended"}).to_string());
-        let plan = super::plan(changed, &view(&owner, &[], false, Some(&status)), &Cache, &policy(&AnswerLimits::default())).unwrap();
+        let plan = super::plan(
+            changed,
+            &view(&owner, &[], false, Some(&status)),
+            &Cache,
+            &policy(&AnswerLimits::default()),
+        )
+        .unwrap();
         assert_eq!(plan.status, Some(json!({"state": "suspended"})));
     }
 
@@ -1220,7 +1249,13 @@ mod tests {
         for (current, deleting, intent, added, released, blocked) in rows {
             let mut output = nothing();
             output.finalizers.push(finalizer(FINALIZER, intent));
-            let plan = plan(output, &view(&owner, current, deleting, None), &Cache, &policy(&AnswerLimits::default())).unwrap();
+            let plan = plan(
+                output,
+                &view(&owner, current, deleting, None),
+                &Cache,
+                &policy(&AnswerLimits::default()),
+            )
+            .unwrap();
             let owned = |list: Option<Vec<&str>>| {
                 list.map(|names| names.into_iter().map(str::to_owned).collect::<Vec<_>>())
             };
@@ -1242,7 +1277,13 @@ mod tests {
         output
             .finalizers
             .push(finalizer("example.com/old", FinalizerIntent::Release));
-        let plan = plan(output, &view(&owner, &current, false, None), &Cache, &policy(&AnswerLimits::default())).unwrap();
+        let plan = plan(
+            output,
+            &view(&owner, &current, false, None),
+            &Cache,
+            &policy(&AnswerLimits::default()),
+        )
+        .unwrap();
         assert_eq!(
             plan.add_finalizers.as_deref(),
             Some(&["example.com/old".to_owned(), "example.com/new".to_owned()][..])
@@ -1358,49 +1399,135 @@ mod tests {
         type Breaker = Box<dyn Fn(&mut ReconcileOutput)>;
         let rbac = "rbac.authorization.k8s.io/v1";
         let cases: Vec<(AnswerRule, &str, &str, Breaker)> = vec![
-            (AnswerRule::NotAllowed, "apply[0].object", "rbac.authorization.k8s.io/v1 ClusterRoleBinding is not a child kind", Box::new(move |o| {
-                o.apply.push(object(json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": "x"}, "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "cluster-admin"}})))
-            })),
-            (AnswerRule::NotAllowed, "apply[0].object", "v1 Namespace is not a child kind", Box::new(|o| {
-                o.apply.push(object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}})))
-            })),
-            (AnswerRule::NotAllowed, "apply[0].object (RoleBinding x)", "ClusterRole \"cluster-admin\"", Box::new(move |o| {
-                o.apply.push(object(json!({"apiVersion": rbac, "kind": "RoleBinding", "metadata": {"name": "x"}, "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "cluster-admin"}, "subjects": [{"kind": "ServiceAccount", "name": "default"}]})))
-            })),
-            (AnswerRule::NotAllowed, "apply[0].object (Role x)", "beyond what this kind's Role may grant (nothing)", Box::new(move |o| {
-                o.apply.push(object(json!({"apiVersion": rbac, "kind": "Role", "metadata": {"name": "x"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]})))
-            })),
-            (AnswerRule::OverLimit, "apply", "101 objects, over the limit of 100 (objects-per-answer)", Box::new(|o| {
-                for index in 0..101 {
-                    o.apply.push(service(&format!("s{index}")));
-                }
-            })),
-            (AnswerRule::OverLimit, "create-pods", "100000 pods, over the limit of 1000 (pods-per-answer)", Box::new(|o| o.create_pods.push(pod_set(100_000)))),
-            (AnswerRule::OverLimit, "create-pods", "9 new pods beside the 2 it has would exceed the 10", Box::new(|o| {
-                o.create_pods.push(pod_set(4));
-                o.create_pods.push(pod_set(5));
-            })),
-            (AnswerRule::OverLimit, "status", "over the limit of 262144 (status-bytes)", Box::new(|o| {
-                o.status = Some(json!({"blob": "x".repeat(300_000)}).to_string());
-            })),
-            (AnswerRule::OverLimit, "events", "101 events, over the limit of 100", Box::new(|o| {
-                o.events = vec![Event { event_type: WitEventType::Normal, reason: "R".into(), message: String::new() }; 101];
-            })),
-            (AnswerRule::OverLimit, "events[0].message", "2000 bytes, over the limit of 1024", Box::new(|o| {
-                o.events.push(Event { event_type: WitEventType::Warning, reason: "R".into(), message: "m".repeat(2000) });
-            })),
-            (AnswerRule::NotOwned, "delete[0] (v1 Pod other-head-y)", "owned by another RayCluster", Box::new(|o| {
-                o.delete.push(delete("v1", "Pod", "other-head-y", "real-uid"));
-            })),
-            (AnswerRule::NotOwned, "delete[0] (networking.k8s.io/v1 Ingress rc)", "does not watch this kind", Box::new(|o| {
-                o.delete.push(delete("networking.k8s.io/v1", "Ingress", "rc", "i1"));
-            })),
-            (AnswerRule::NotAllowed, "delete[0] (v1 Secret token)", "not a child kind a RayCluster plugin may delete", Box::new(|o| {
-                o.delete.push(delete("v1", "Secret", "token", "t1"));
-            })),
-            (AnswerRule::NotOwned, "delete[0] (ray.io/v1 RayCluster other)", "only the RayCluster it was called for", Box::new(|o| {
-                o.delete.push(delete("ray.io/v1", "RayCluster", "other", "o"));
-            })),
+            (
+                AnswerRule::NotAllowed,
+                "apply[0].object",
+                "rbac.authorization.k8s.io/v1 ClusterRoleBinding is not a child kind",
+                Box::new(move |o| {
+                    o.apply.push(object(json!({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": "x"}, "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "cluster-admin"}})))
+                }),
+            ),
+            (
+                AnswerRule::NotAllowed,
+                "apply[0].object",
+                "v1 Namespace is not a child kind",
+                Box::new(|o| {
+                    o.apply.push(object(
+                        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}),
+                    ))
+                }),
+            ),
+            (
+                AnswerRule::NotAllowed,
+                "apply[0].object (RoleBinding x)",
+                "ClusterRole \"cluster-admin\"",
+                Box::new(move |o| {
+                    o.apply.push(object(json!({"apiVersion": rbac, "kind": "RoleBinding", "metadata": {"name": "x"}, "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "cluster-admin"}, "subjects": [{"kind": "ServiceAccount", "name": "default"}]})))
+                }),
+            ),
+            (
+                AnswerRule::NotAllowed,
+                "apply[0].object (Role x)",
+                "beyond what this kind's Role may grant (nothing)",
+                Box::new(move |o| {
+                    o.apply.push(object(json!({"apiVersion": rbac, "kind": "Role", "metadata": {"name": "x"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]})))
+                }),
+            ),
+            (
+                AnswerRule::OverLimit,
+                "apply",
+                "101 objects, over the limit of 100 (objects-per-answer)",
+                Box::new(|o| {
+                    for index in 0..101 {
+                        o.apply.push(service(&format!("s{index}")));
+                    }
+                }),
+            ),
+            (
+                AnswerRule::OverLimit,
+                "create-pods",
+                "100000 pods, over the limit of 1000 (pods-per-answer)",
+                Box::new(|o| o.create_pods.push(pod_set(100_000))),
+            ),
+            (
+                AnswerRule::OverLimit,
+                "create-pods",
+                "9 new pods beside the 2 it has would exceed the 10",
+                Box::new(|o| {
+                    o.create_pods.push(pod_set(4));
+                    o.create_pods.push(pod_set(5));
+                }),
+            ),
+            (
+                AnswerRule::OverLimit,
+                "status",
+                "over the limit of 262144 (status-bytes)",
+                Box::new(|o| {
+                    o.status = Some(json!({"blob": "x".repeat(300_000)}).to_string());
+                }),
+            ),
+            (
+                AnswerRule::OverLimit,
+                "events",
+                "101 events, over the limit of 100",
+                Box::new(|o| {
+                    o.events = vec![
+                        Event {
+                            event_type: WitEventType::Normal,
+                            reason: "R".into(),
+                            message: String::new()
+                        };
+                        101
+                    ];
+                }),
+            ),
+            (
+                AnswerRule::OverLimit,
+                "events[0].message",
+                "2000 bytes, over the limit of 1024",
+                Box::new(|o| {
+                    o.events.push(Event {
+                        event_type: WitEventType::Warning,
+                        reason: "R".into(),
+                        message: "m".repeat(2000),
+                    });
+                }),
+            ),
+            (
+                AnswerRule::NotOwned,
+                "delete[0] (v1 Pod other-head-y)",
+                "owned by another RayCluster",
+                Box::new(|o| {
+                    o.delete
+                        .push(delete("v1", "Pod", "other-head-y", "real-uid"));
+                }),
+            ),
+            (
+                AnswerRule::NotOwned,
+                "delete[0] (networking.k8s.io/v1 Ingress rc)",
+                "does not watch this kind",
+                Box::new(|o| {
+                    o.delete
+                        .push(delete("networking.k8s.io/v1", "Ingress", "rc", "i1"));
+                }),
+            ),
+            (
+                AnswerRule::NotAllowed,
+                "delete[0] (v1 Secret token)",
+                "not a child kind a RayCluster plugin may delete",
+                Box::new(|o| {
+                    o.delete.push(delete("v1", "Secret", "token", "t1"));
+                }),
+            ),
+            (
+                AnswerRule::NotOwned,
+                "delete[0] (ray.io/v1 RayCluster other)",
+                "only the RayCluster it was called for",
+                Box::new(|o| {
+                    o.delete
+                        .push(delete("ray.io/v1", "RayCluster", "other", "o"));
+                }),
+            ),
         ];
         for (rule, what, message, break_it) in cases {
             let mut output = nothing();
@@ -1416,7 +1543,10 @@ mod tests {
         let owner = owner();
         let mut limits = AnswerLimits::default();
         limits.objects_per_answer = 200;
-        let extra = [crate::controller::write_policy::KindRef::new("v1", "ConfigMap")];
+        let extra = [crate::controller::write_policy::KindRef::new(
+            "v1",
+            "ConfigMap",
+        )];
         let policy = WritePolicy {
             extra_kinds: &extra,
             ..policy(&limits)
@@ -1432,9 +1562,15 @@ mod tests {
     #[test]
     fn deletions_of_children_gone_or_replaced_are_dropped() {
         let mut output = nothing();
-        output.delete.push(delete("v1", "Pod", "rc-worker-gone", "p9"));
-        output.delete.push(delete("v1", "Pod", "rc-head-x", "an-older-uid"));
-        output.delete.push(delete("v1", "Service", "rc-head-svc", "s1"));
+        output
+            .delete
+            .push(delete("v1", "Pod", "rc-worker-gone", "p9"));
+        output
+            .delete
+            .push(delete("v1", "Pod", "rc-head-x", "an-older-uid"));
+        output
+            .delete
+            .push(delete("v1", "Service", "rc-head-svc", "s1"));
         let plan = plan_of(output).unwrap();
         let names: Vec<_> = plan
             .deletions

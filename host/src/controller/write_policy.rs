@@ -139,15 +139,12 @@ pub struct WritePolicy<'a> {
 impl WritePolicy<'_> {
     /// Whether the answer may write (or delete) children of this kind.
     pub fn allows(&self, api_version: &str, kind: &str) -> bool {
-        self.kinds
+        self.kinds.iter().any(|(allowed_version, allowed_kind)| {
+            *allowed_version == api_version && *allowed_kind == kind
+        }) || self
+            .extra_kinds
             .iter()
-            .any(|(allowed_version, allowed_kind)| {
-                *allowed_version == api_version && *allowed_kind == kind
-            })
-            || self
-                .extra_kinds
-                .iter()
-                .any(|extra| extra.api_version == api_version && extra.kind == kind)
+            .any(|extra| extra.api_version == api_version && extra.kind == kind)
     }
 
     /// The allowed kinds, for messages.
@@ -237,7 +234,11 @@ impl WritePolicy<'_> {
 
 /// A RoleBinding may bind only a Role of the same answer, and only to ServiceAccounts of
 /// the parent's namespace: never a ClusterRole, a user or a group.
-fn check_role_binding(binding: &Value, namespace: &str, roles: &BTreeSet<&str>) -> Result<(), String> {
+fn check_role_binding(
+    binding: &Value,
+    namespace: &str,
+    roles: &BTreeSet<&str>,
+) -> Result<(), String> {
     let role_ref = binding.get("roleRef");
     let field = |name: &str| {
         role_ref
@@ -260,7 +261,12 @@ fn check_role_binding(binding: &Value, namespace: &str, roles: &BTreeSet<&str>) 
     }
     let subjects = binding.get("subjects").and_then(Value::as_array);
     for (index, subject) in subjects.into_iter().flatten().enumerate() {
-        let of = |name: &str| subject.get(name).and_then(Value::as_str).unwrap_or_default();
+        let of = |name: &str| {
+            subject
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
         let subject_namespace = of("namespace");
         if of("kind") != "ServiceAccount"
             || !(subject_namespace.is_empty() || subject_namespace == namespace)
@@ -341,16 +347,35 @@ mod tests {
         let limits = AnswerLimits::default();
         let policy = policy(&limits);
         let roles = BTreeSet::new();
-        let role = |rules: Value| object(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "rc"}, "rules": rules}));
-        let ok = role(json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]));
+        let role = |rules: Value| {
+            object(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "rc"}, "rules": rules}),
+            )
+        };
+        let ok =
+            role(json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]));
         assert_eq!(policy.check_rbac(&ok, "Role", "ns", &roles), Ok(()));
         for (rules, expected) in [
-            (json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]), "\"get\" on \"secrets\""),
-            (json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]), "\"*\" on \"*\""),
-            (json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}]), "\"delete\" on \"pods\""),
-            (json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]), "non-resource URLs"),
+            (
+                json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]),
+                "\"get\" on \"secrets\"",
+            ),
+            (
+                json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]),
+                "\"*\" on \"*\"",
+            ),
+            (
+                json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}]),
+                "\"delete\" on \"pods\"",
+            ),
+            (
+                json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]),
+                "non-resource URLs",
+            ),
         ] {
-            let error = policy.check_rbac(&role(rules), "Role", "ns", &roles).unwrap_err();
+            let error = policy
+                .check_rbac(&role(rules), "Role", "ns", &roles)
+                .unwrap_err();
             assert!(error.contains(expected), "{error}");
         }
     }
@@ -360,15 +385,44 @@ mod tests {
         let limits = AnswerLimits::default();
         let policy = policy(&limits);
         let roles = BTreeSet::from(["rc"]);
-        let binding = |role_ref: Value, subjects: Value| object(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "rc"}, "roleRef": role_ref, "subjects": subjects}));
-        let role_ref = json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rc"});
+        let binding = |role_ref: Value, subjects: Value| {
+            object(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "rc"}, "roleRef": role_ref, "subjects": subjects}),
+            )
+        };
+        let role_ref =
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rc"});
         let local = json!([{"kind": "ServiceAccount", "name": "rc", "namespace": "ns"}]);
-        assert_eq!(policy.check_rbac(&binding(role_ref.clone(), local.clone()), "RoleBinding", "ns", &roles), Ok(()));
+        assert_eq!(
+            policy.check_rbac(
+                &binding(role_ref.clone(), local.clone()),
+                "RoleBinding",
+                "ns",
+                &roles
+            ),
+            Ok(())
+        );
         for (role_ref, subjects, expected) in [
-            (json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}), local.clone(), "ClusterRole \"cluster-admin\""),
-            (json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "other"}), local.clone(), "does not write"),
-            (role_ref.clone(), json!([{"kind": "User", "name": "alice"}]), "User \"alice\""),
-            (role_ref.clone(), json!([{"kind": "ServiceAccount", "name": "x", "namespace": "kube-system"}]), "ServiceAccount \"x\""),
+            (
+                json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}),
+                local.clone(),
+                "ClusterRole \"cluster-admin\"",
+            ),
+            (
+                json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "other"}),
+                local.clone(),
+                "does not write",
+            ),
+            (
+                role_ref.clone(),
+                json!([{"kind": "User", "name": "alice"}]),
+                "User \"alice\"",
+            ),
+            (
+                role_ref.clone(),
+                json!([{"kind": "ServiceAccount", "name": "x", "namespace": "kube-system"}]),
+                "ServiceAccount \"x\"",
+            ),
         ] {
             let error = policy
                 .check_rbac(&binding(role_ref, subjects), "RoleBinding", "ns", &roles)

@@ -27,7 +27,6 @@ use wasmray_crds::samples::{load_sample, samples_dir};
 /// Generous: the machine running the tests may be loaded.
 pub const TIMEOUT: Duration = Duration::from_secs(180);
 
-
 /// A controller running in this test's runtime.
 pub struct Operator {
     /// Its user agent, which tells its requests apart in the audit log.
@@ -314,4 +313,3 @@ where
         }
     }
 }
-

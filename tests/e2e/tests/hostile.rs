@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ResourceQuota};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use wasmray_crds::samples::{load_sample, samples_dir};
@@ -65,13 +65,9 @@ async fn beside_hostile(fx: &Fixture, hostile: &[(&str, &str)]) -> anyhow::Resul
     for (name, plugin) in hostile {
         fx.create(sample(name, Some(plugin))?).await?;
     }
-    let (first, second) = tokio::try_join!(
-        time_to_ready(fx, "beside-a"),
-        time_to_ready(fx, "beside-b")
-    )?;
-    eprintln!(
-        "ready alone in {alone:?}; beside {hostile:?} in {first:?} and {second:?}",
-    );
+    let (first, second) =
+        tokio::try_join!(time_to_ready(fx, "beside-a"), time_to_ready(fx, "beside-b"))?;
+    eprintln!("ready alone in {alone:?}; beside {hostile:?} in {first:?} and {second:?}",);
     for beside in [first, second] {
         ensure!(
             beside <= alone + SLACK,
@@ -92,9 +88,14 @@ async fn refused_with(fx: &Fixture, cluster: &str, reason: &str, rule: &str) -> 
         ensure!(message.contains(rule), "{message}");
         let events = fx.events(cluster).await?;
         ensure!(
-            events.iter().any(|event| event.type_.as_deref() == Some("Warning")
-                && event.reason.as_deref() == Some("PluginFailure")
-                && event.note.as_deref().is_some_and(|note| note.contains(rule))),
+            events
+                .iter()
+                .any(|event| event.type_.as_deref() == Some("Warning")
+                    && event.reason.as_deref() == Some("PluginFailure")
+                    && event
+                        .note
+                        .as_deref()
+                        .is_some_and(|note| note.contains(rule))),
             "no Warning event naming {rule:?}"
         );
         Ok(())
@@ -110,8 +111,10 @@ async fn throttled_with(fx: &Fixture, cluster: &str, reason: &str) -> anyhow::Re
         ensure!(throttled["reason"] == reason, "{throttled}");
         let events = fx.events(cluster).await?;
         ensure!(
-            events.iter().any(|event| event.type_.as_deref() == Some("Warning")
-                && event.reason.as_deref() == Some(reason)),
+            events
+                .iter()
+                .any(|event| event.type_.as_deref() == Some("Warning")
+                    && event.reason.as_deref() == Some(reason)),
             "no {reason} event"
         );
         Ok(())
@@ -126,7 +129,13 @@ fn rss_mib() -> u64 {
             status
                 .lines()
                 .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
         })
         .map_or(0, |kib| kib / 1024)
 }
@@ -134,7 +143,10 @@ fn rss_mib() -> u64 {
 fn check_rss() -> anyhow::Result<()> {
     let rss = rss_mib();
     eprintln!("test process RSS {rss} MiB");
-    ensure!(rss < RSS_LIMIT_MIB, "RSS {rss} MiB over {RSS_LIMIT_MIB} MiB");
+    ensure!(
+        rss < RSS_LIMIT_MIB,
+        "RSS {rss} MiB over {RSS_LIMIT_MIB} MiB"
+    );
     Ok(())
 }
 
@@ -168,14 +180,22 @@ async fn a_pod_bomb_is_refused_whole_and_costs_the_others_nothing() -> anyhow::R
     refused_with(&fx, "evil", "PluginAnswerOverLimit", "pods-per-answer").await?;
     let evil = fx.clusters().get("evil").await?;
     let owned = pods_owned_by(&fx.client, &fx.ns.name, &evil.uid().unwrap_or_default()).await?;
-    ensure!(owned.is_empty(), "{} pods of the bomb were created", owned.len());
+    ensure!(
+        owned.is_empty(),
+        "{} pods of the bomb were created",
+        owned.len()
+    );
     check_rss()?;
     fx.finish().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_objects_are_refused_whole() -> anyhow::Result<()> {
-    let fx = fixture("hostile-objects", vec![hostile("hoard", "many-objects 10000")]).await?;
+    let fx = fixture(
+        "hostile-objects",
+        vec![hostile("hoard", "many-objects 10000")],
+    )
+    .await?;
     beside_hostile(&fx, &[("evil", "hoard")]).await?;
     refused_with(&fx, "evil", "PluginAnswerOverLimit", "objects-per-answer").await?;
     let maps: Api<ConfigMap> = Api::namespaced(fx.client.clone(), &fx.ns.name);
@@ -211,10 +231,20 @@ async fn rbac_and_cluster_scoped_objects_are_refused() -> anyhow::Result<()> {
     .await?;
     beside_hostile(
         &fx,
-        &[("evil-rb", "binder"), ("evil-crb", "cluster-binder"), ("evil-ns", "namer")],
+        &[
+            ("evil-rb", "binder"),
+            ("evil-crb", "cluster-binder"),
+            ("evil-ns", "namer"),
+        ],
     )
     .await?;
-    refused_with(&fx, "evil-rb", "PluginWriteNotAllowed", "ClusterRole \"cluster-admin\"").await?;
+    refused_with(
+        &fx,
+        "evil-rb",
+        "PluginWriteNotAllowed",
+        "ClusterRole \"cluster-admin\"",
+    )
+    .await?;
     refused_with(
         &fx,
         "evil-crb",
@@ -222,18 +252,32 @@ async fn rbac_and_cluster_scoped_objects_are_refused() -> anyhow::Result<()> {
         "rbac.authorization.k8s.io/v1 ClusterRoleBinding is not a child kind",
     )
     .await?;
-    refused_with(&fx, "evil-ns", "PluginWriteNotAllowed", "v1 Namespace is not a child kind")
-        .await?;
+    refused_with(
+        &fx,
+        "evil-ns",
+        "PluginWriteNotAllowed",
+        "v1 Namespace is not a child kind",
+    )
+    .await?;
     let bindings: Api<RoleBinding> = Api::namespaced(fx.client.clone(), &fx.ns.name);
-    ensure!(bindings.get_opt("hostile-admin").await?.is_none(), "RoleBinding written");
+    ensure!(
+        bindings.get_opt("hostile-admin").await?.is_none(),
+        "RoleBinding written"
+    );
     let cluster_bindings: Api<ClusterRoleBinding> = Api::all(fx.client.clone());
     ensure!(
-        cluster_bindings.get_opt(&format!("hostile-admin-{suffix}")).await?.is_none(),
+        cluster_bindings
+            .get_opt(&format!("hostile-admin-{suffix}"))
+            .await?
+            .is_none(),
         "ClusterRoleBinding written"
     );
     let namespaces: Api<Namespace> = Api::all(fx.client.clone());
     ensure!(
-        namespaces.get_opt(&format!("hostile-{suffix}")).await?.is_none(),
+        namespaces
+            .get_opt(&format!("hostile-{suffix}"))
+            .await?
+            .is_none(),
         "Namespace written"
     );
     check_rss()?;
@@ -259,7 +303,13 @@ async fn a_delete_of_another_clusters_pod_is_refused_even_with_its_uid() -> anyh
     )
     .await?;
     beside_hostile(&fx, &[("evil", "deleter")]).await?;
-    refused_with(&fx, "evil", "PluginWriteNotOwned", "owned by another RayCluster").await?;
+    refused_with(
+        &fx,
+        "evil",
+        "PluginWriteNotOwned",
+        "owned by another RayCluster",
+    )
+    .await?;
     let pods: Api<Pod> = Api::namespaced(fx.client.clone(), &fx.ns.name);
     let still = pods.get(&name).await?;
     ensure!(
@@ -307,7 +357,11 @@ async fn a_slow_plugin_asking_for_a_1ms_requeue_is_held_to_the_floor() -> anyhow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_10_mib_status_is_refused_before_the_api_server_sees_it() -> anyhow::Result<()> {
-    let fx = fixture("hostile-status", vec![hostile("big", "big-status 10485760")]).await?;
+    let fx = fixture(
+        "hostile-status",
+        vec![hostile("big", "big-status 10485760")],
+    )
+    .await?;
     beside_hostile(&fx, &[("evil", "big")]).await?;
     refused_with(&fx, "evil", "PluginAnswerOverLimit", "status-bytes").await?;
     let status = fx.status("evil").await?;
@@ -363,11 +417,17 @@ fn two_seconds_from_now() -> Timestamp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_parent_stops_its_creates_within_two_seconds() -> anyhow::Result<()> {
     let (fx, uid) = slow_creates("hostile-stop-delete", 600).await?;
-    fx.clusters().delete("many", &DeleteParams::default()).await?;
+    fx.clusters()
+        .delete("many", &DeleteParams::default())
+        .await?;
     let deadline = two_seconds_from_now();
     tokio::time::sleep(Duration::from_secs(6)).await;
     let late = creates_after(&fx, deadline).await?;
-    ensure!(late.is_empty(), "{} pod creates more than 2 s after the delete: {late:?}", late.len());
+    ensure!(
+        late.is_empty(),
+        "{} pod creates more than 2 s after the delete: {late:?}",
+        late.len()
+    );
     let created = audited_writes(
         &wasmray_e2e::cluster().await?.info().audit_log,
         &fx.operator.agent,
@@ -393,7 +453,11 @@ async fn stopping_the_operator_stops_its_creates_and_it_ends_promptly() -> anyho
     eprintln!("operator ended {:?} after its stop", stopped.elapsed());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let late = creates_after(&fx, deadline).await?;
-    ensure!(late.is_empty(), "{} pod creates more than 2 s after the stop", late.len());
+    ensure!(
+        late.is_empty(),
+        "{} pod creates more than 2 s after the stop",
+        late.len()
+    );
     fx.finish().await
 }
 

@@ -170,7 +170,8 @@ impl Reconciler for Hostile {
             }
             "status-churn" => {
                 let now = &request.now;
-                decision.set_status(&json!({"reason": format!("{}.{:09}", now.seconds, now.nanos)}))?;
+                decision
+                    .set_status(&json!({"reason": format!("{}.{:09}", now.seconds, now.nanos)}))?;
                 decision.requeue_after(Duration::from_millis(1));
             }
             "slow" => {
