@@ -35,10 +35,12 @@ use k8s_openapi::jiff::Timestamp as JiffTimestamp;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime as Tokio;
 use wasmray::builtin::{BUILTIN_PLUGINS, test_plugins};
-use wasmray::controller::plan;
+use wasmray::controller::write_policy::{AnswerLimits, WritePolicy};
+use wasmray::controller::{ParentKind, plan};
 use wasmray::runtime::bindings::types::{HostFacts, ObservedPods, ObservedService};
 use wasmray::runtime::records::{observed_service, pod_record, pod_table, timestamp};
 use wasmray::runtime::{ReconcileInput, Runtime, RuntimeConfig};
+use wasmray_crds::RayCluster;
 use wasmray_pod_table::Table as PodTable;
 
 const CLUSTER: &str = "bench";
@@ -700,7 +702,16 @@ fn floor() {
             ));
         }
     }
-    // The host's one check of an answer: turning it into a write plan.
+    // The host's one check of an answer: turning it into a write plan under the policy.
+    let limits = AnswerLimits::default();
+    let policy = WritePolicy {
+        kinds: RayCluster::CHILD_KINDS,
+        extra_kinds: &[],
+        grants: RayCluster::ROLE_GRANTS,
+        limits: &limits,
+        pod_ceiling: None,
+        pods_owned: 0,
+    };
     let owner = OwnerReference {
         api_version: "ray.io/v1".into(),
         kind: "RayCluster".into(),
@@ -736,7 +747,7 @@ fn floor() {
         })
         .collect();
     let answer_check = || {
-        if let Err(err) = plan::plan(answer.clone(), &parent, &NoChildren) {
+        if let Err(err) = plan::plan(answer.clone(), &parent, &NoChildren, &policy) {
             panic!("{err}");
         }
     };
@@ -835,7 +846,7 @@ impl plan::ChildIndex for NoChildren {
     fn owned(&self, _: &str, _: &str) -> Option<Vec<plan::OwnedChild>> {
         None
     }
-    fn labels(&self, _: &str, _: &str, _: &str) -> Option<BTreeMap<String, String>> {
-        None
+    fn find(&self, _: &str, _: &str, _: &str) -> plan::Cached {
+        plan::Cached::Absent
     }
 }

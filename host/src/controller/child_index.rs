@@ -383,7 +383,7 @@ pub async fn run_child_watch<K, V, P, F>(
 
 /// Backoff of the watches after an error: from 200 ms up to 2 s (kube's default grows to
 /// 30 s, which would leave the caches that long behind an API server that answers again).
-pub fn watch_backoff() -> impl kube::runtime::utils::Backoff + Send {
+pub fn watch_backoff() -> impl kube::runtime::utils::Backoff {
     kube::runtime::utils::ResetTimerBackoff::new(
         kube::runtime::watcher::ExponentialBackoff::from(
             backon::ExponentialBuilder::default()

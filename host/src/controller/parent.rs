@@ -63,6 +63,12 @@ pub const MANAGED_BY_THIS_OPERATOR: &[&str] = &[wasmray_crds::constants::MANAGED
 /// Consecutive calls after which an object that keeps hitting a limit gets a Warning event
 /// (and then every 60 times as many).
 const PERSISTENT: u32 = 10;
+/// Whether an object that hit a limit `count` times in a row gets a warning now: at the
+/// PERSISTENT-th time, then every 60 times as many.
+fn keeps_hitting(count: u32) -> bool {
+    count == PERSISTENT || count.is_multiple_of(PERSISTENT * 60)
+}
+
 /// Calls in a row that follow the host's own status write promptly.
 const STATUS_FOLLOW_UPS: u32 = 3;
 /// Status writes in a row after which an object gets the `Throttled` condition.
@@ -879,7 +885,7 @@ impl<P: ParentKind> Scope<P> {
             self.shared
                 .metrics
                 .throttled(&P::kind(&()), "requeue-floor");
-            if hits == PERSISTENT || hits % (PERSISTENT * 60) == 0 {
+            if keeps_hitting(hits) {
                 let message = format!(
                     "the plugin asked {hits} times in a row to be called again in less than the floor of {floor:?}; it is called every {floor:?}"
                 );
@@ -1014,7 +1020,7 @@ impl<P: ParentKind> Scope<P> {
         });
         if wait.is_some() {
             self.shared.metrics.throttled(&P::kind(&()), "write-rate");
-            if held == PERSISTENT || held % (PERSISTENT * 60) == 0 {
+            if keeps_hitting(held) {
                 let config = &self.shared.config;
                 let message = format!(
                     "writes held back {held} times in a row: over the per-object rate of {} write rounds per second (burst {})",

@@ -1541,8 +1541,10 @@ mod tests {
     #[test]
     fn a_kind_added_in_the_binding_and_a_raised_limit_are_honoured() {
         let owner = owner();
-        let mut limits = AnswerLimits::default();
-        limits.objects_per_answer = 200;
+        let limits = AnswerLimits {
+            objects_per_answer: 200,
+            ..AnswerLimits::default()
+        };
         let extra = [crate::controller::write_policy::KindRef::new(
             "v1",
             "ConfigMap",

@@ -43,6 +43,9 @@ impl Operator {
     }
 }
 
+/// A change to the controller configuration.
+pub type Configure = Box<dyn FnOnce(&mut ControllerConfig) + Send>;
+
 #[derive(Default)]
 pub struct OperatorOptions {
     pub feature_gates: BTreeMap<String, bool>,
@@ -52,7 +55,7 @@ pub struct OperatorOptions {
     /// by default.
     pub rate_limit: Option<(f32, u32)>,
     /// Changes to the controller configuration beyond those.
-    pub configure: Option<Box<dyn FnOnce(&mut ControllerConfig) + Send>>,
+    pub configure: Option<Configure>,
 }
 
 /// Compiled plugin code shared by the tests of this process.
