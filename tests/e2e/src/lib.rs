@@ -23,6 +23,7 @@
 //! [`ray::head`] starts one real Ray head per test process the same way (see [`ray`]).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,8 @@ use kube::{Api, Client, Config};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
+pub mod census;
+pub mod operator;
 pub mod ray;
 
 /// Run directory of an already running control plane to attach to instead of starting one.
@@ -438,6 +441,24 @@ impl Drop for TestNamespace {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// Polls `check` every 200 ms until it succeeds; after `timeout` fails with its last error.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() > deadline => {
+                bail!("{what}: not within {timeout:?}: {error:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     }
 }
 
