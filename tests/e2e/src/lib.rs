@@ -16,10 +16,16 @@
 //! (`tests/controlplane/build.sh`, cached) and starts one that lives as long as the test
 //! process: it holds a pipe to testcp's stdin and testcp stops when that pipe closes.
 //!
+//! [`private_cluster`] starts one more that belongs to the caller alone, for tests that stop
+//! and start its API server ([`TestCluster::stop_apiserver`], [`TestCluster::start_apiserver`])
+//! and must not disturb the tests sharing the first.
+//!
 //! [`ray::head`] starts one real Ray head per test process the same way (see [`ray`]).
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
+use std::future::Future;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +39,8 @@ use kube::{Api, Client, Config};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
+pub mod binary;
+pub mod census;
 pub mod operator;
 pub mod ray;
 
@@ -64,6 +72,15 @@ pub async fn cluster() -> anyhow::Result<&'static TestCluster> {
         .await
 }
 
+/// Starts a control plane of the caller's own, even when `WASMRAY_TEST_CONTROLPLANE` names a
+/// shared one: for tests that restart its API server. It stops when the returned value is
+/// dropped (or when this process exits).
+pub async fn private_cluster() -> anyhow::Result<TestCluster> {
+    tokio::task::spawn_blocking(TestCluster::start)
+        .await
+        .context("control-plane start task failed")?
+}
+
 /// What `testcp up` writes to `<run dir>/ready.json` once the cluster is usable.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -86,21 +103,41 @@ pub struct ReadyInfo {
     pub nodes: Vec<String>,
     /// Loopback ports by component (`kubeApiserver`, `etcd`, ...).
     pub ports: BTreeMap<String, u16>,
-    /// Process ids by component (`testcp` is the orchestrator, which also runs etcd).
+    /// Process ids by component (`testcp` is the orchestrator, which also runs etcd), as
+    /// at start: a restarted API server has a new one (testcp rewrites ready.json).
     pub pids: BTreeMap<String, u32>,
+}
+
+/// When a restarted API server came back.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiserverStarted {
+    /// It first answered a request.
+    pub answering: Instant,
+    /// Its `/readyz` said ok.
+    pub ready: Instant,
 }
 
 /// A running control plane.
 pub struct TestCluster {
     ready: ReadyInfo,
-    /// Present when this process started the control plane. Never dropped (it lives in a
-    /// static), so the pipe to testcp's stdin closes exactly when this process exits.
+    /// Present when this process started the control plane. The shared one lives in a
+    /// static and is never dropped, so the pipe to testcp's stdin closes exactly when this
+    /// process exits; a private one stops when dropped.
     _owned: Option<OwnedControlPlane>,
 }
 
 struct OwnedControlPlane {
-    _child: Child,
-    _stdin: ChildStdin,
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Drop for OwnedControlPlane {
+    fn drop(&mut self) {
+        // EOF on stdin makes testcp stop its components and delete the etcd data; waiting
+        // for it keeps a finished test's processes from running on beside the next test.
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 impl TestCluster {
@@ -122,11 +159,13 @@ impl TestCluster {
     }
 
     fn start() -> anyhow::Result<TestCluster> {
+        static STARTED: AtomicU64 = AtomicU64::new(0);
         let testcp = testcp_binary()?;
         let run_dir = std::env::temp_dir().join("wasmray-e2e").join(format!(
-            "{}-{}",
+            "{}-{}-{}",
             std::process::id(),
-            unix_millis()
+            unix_millis(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("creating run dir {}", run_dir.display()))?;
@@ -158,8 +197,8 @@ impl TestCluster {
                 return Ok(TestCluster {
                     ready,
                     _owned: Some(OwnedControlPlane {
-                        _child: child,
-                        _stdin: stdin,
+                        child,
+                        stdin: Some(stdin),
                     }),
                 });
             }
@@ -261,6 +300,78 @@ impl TestCluster {
         Ok(namespace)
     }
 
+    /// Stops the API server (SIGTERM, SIGKILL after 2 s) and returns once it has exited;
+    /// etcd, the other components, the port, the certificates and the kubeconfig stay.
+    /// Only for a [`private_cluster`]: the tests sharing a control plane would fail.
+    pub async fn stop_apiserver(&self) -> anyhow::Result<()> {
+        self.control("apiserver stop").await.map(drop)
+    }
+
+    /// Stops the API server with SIGKILL, as a crash (in-flight requests get no answer).
+    pub async fn kill_apiserver(&self) -> anyhow::Result<()> {
+        self.control("apiserver kill").await.map(drop)
+    }
+
+    /// Starts the stopped API server again, on the same URL, certificates and etcd data, and
+    /// returns once its `/readyz` answers ok, with when it first answered a request: the
+    /// two can be seconds apart under load (its RBAC bootstrap hook keeps `/readyz` red while
+    /// it already serves clients).
+    pub async fn start_apiserver(&self) -> anyhow::Result<ApiserverStarted> {
+        let client = self.client().await?;
+        let probe = async {
+            loop {
+                match client.apiserver_version().await {
+                    // Any HTTP answer, even an error status, is the server answering.
+                    Ok(_) | Err(kube::Error::Api(_)) => return Instant::now(),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        };
+        let control = self.control("apiserver start");
+        tokio::pin!(control, probe);
+        let mut answering = None;
+        // Not join!: a start that fails must not wait for a server that never answers.
+        let started = loop {
+            tokio::select! {
+                result = &mut control => break result,
+                at = &mut probe, if answering.is_none() => answering = Some(at),
+            }
+        };
+        started?;
+        let ready = Instant::now();
+        let answering = match answering {
+            Some(at) => at,
+            None => probe.await,
+        };
+        Ok(ApiserverStarted {
+            answering: answering.min(ready),
+            ready,
+        })
+    }
+
+    /// One request to testcp's control socket (protocol: tests/controlplane/README.md), in
+    /// Rust rather than through `testcp apiserver`, so no Go tool is needed to drive it.
+    async fn control(&self, request: &str) -> anyhow::Result<String> {
+        let socket = self.ready.run_dir.join("control.sock");
+        let line = format!("{request}\n");
+        let answer = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            let mut stream = UnixStream::connect(&socket)
+                .with_context(|| format!("connecting to {}", socket.display()))?;
+            // A start waits for /readyz, which testcp bounds by its own --timeout.
+            stream.set_read_timeout(Some(START_TIMEOUT + Duration::from_secs(30)))?;
+            stream.write_all(line.as_bytes())?;
+            let mut answer = String::new();
+            BufReader::new(stream).read_line(&mut answer)?;
+            Ok(answer.trim().to_owned())
+        })
+        .await
+        .context("control request task failed")??;
+        match answer.strip_prefix("ok") {
+            Some(rest) => Ok(rest.trim().to_owned()),
+            None => bail!("testcp refused {request:?}: {answer:?}"),
+        }
+    }
+
     /// `kubectl` of the same Kubernetes release, with `--kubeconfig` set.
     pub fn kubectl(&self) -> Command {
         let mut cmd = Command::new(self.ready.bin_dir.join("testcp"));
@@ -331,6 +442,24 @@ impl Drop for TestNamespace {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// Polls `check` every 200 ms until it succeeds; after `timeout` fails with its last error.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() > deadline => {
+                bail!("{what}: not within {timeout:?}: {error:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     }
 }
 

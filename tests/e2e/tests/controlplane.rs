@@ -428,3 +428,94 @@ async fn service_account_tokens_authenticate() {
 
     ns.cleanup(&client).await.unwrap();
 }
+
+/// testcp stops and starts its API server alone: same URL and kubeconfig, the objects kept
+/// in etcd, a client of before works again. On a control plane of this test's own, since
+/// the other tests of this process share theirs.
+#[tokio::test]
+async fn objects_survive_an_apiserver_restart() -> anyhow::Result<()> {
+    let cluster = wasmray_e2e::private_cluster().await?;
+    let result = restart_keeps_objects(&cluster).await;
+    // Dropping waits for testcp to stop; not on the runtime's threads.
+    tokio::task::spawn_blocking(move || drop(cluster)).await?;
+    result
+}
+
+async fn restart_keeps_objects(cluster: &wasmray_e2e::TestCluster) -> anyhow::Result<()> {
+    use anyhow::{Context as _, ensure};
+
+    let ns = cluster.namespace("restart").await?;
+    let client = cluster.client().await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let mut before = ConfigMap::default();
+    before.metadata.name = Some("before".into());
+    before.data = Some([("key".to_owned(), "value".to_owned())].into());
+    let before = config_maps.create(&PostParams::default(), &before).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    pods.create(
+        &PostParams::default(),
+        &pod("runs", json!({ "containers": [container(json!({}))] })),
+    )
+    .await?;
+    let running = wait_for(&pods, "runs", "Running and Ready", pod_ready)
+        .await
+        .context("pod vanished")?;
+    let kubeconfig = std::fs::read(cluster.kubeconfig_path())?;
+    let ready_json = cluster.run_dir().join("ready.json");
+    let pid_of_apiserver = || -> anyhow::Result<u64> {
+        let ready: serde_json::Value = serde_json::from_slice(&std::fs::read(&ready_json)?)?;
+        ready["pids"]["kube-apiserver"]
+            .as_u64()
+            .context("ready.json without the API server's pid")
+    };
+    let first_pid = pid_of_apiserver()?;
+
+    cluster.stop_apiserver().await?;
+    ensure!(
+        client.apiserver_version().await.is_err(),
+        "the API server still answers after the stop"
+    );
+    ensure!(
+        cluster.stop_apiserver().await.is_err(),
+        "a second stop of a stopped API server was accepted"
+    );
+    cluster.start_apiserver().await?;
+    let second_pid = pid_of_apiserver()?;
+    ensure!(
+        second_pid != first_pid,
+        "ready.json still names the old API server ({first_pid})"
+    );
+    ensure!(
+        std::fs::read(cluster.kubeconfig_path())? == kubeconfig,
+        "the kubeconfig changed"
+    );
+
+    // The client of before the restart (same URL, same CA) works again at once: start
+    // returns only once /readyz answers.
+    let after = config_maps.get("before").await?;
+    ensure!(
+        after.metadata.uid == before.metadata.uid && after.data == before.data,
+        "the ConfigMap changed: {after:?}"
+    );
+    let pod_after = pods.get("runs").await?;
+    ensure!(
+        pod_after.metadata.uid == running.metadata.uid && pod_ready(Some(&pod_after)),
+        "the pod changed: {:?}",
+        pod_after.status
+    );
+
+    // A crash (SIGKILL) keeps what was written just before it, too.
+    let mut last = ConfigMap::default();
+    last.metadata.name = Some("last".into());
+    config_maps.create(&PostParams::default(), &last).await?;
+    cluster.kill_apiserver().await?;
+    cluster.start_apiserver().await?;
+    let fresh: Api<ConfigMap> = Api::namespaced(cluster.client().await?, &ns.name);
+    ensure!(
+        fresh.get_opt("last").await?.is_some(),
+        "a write acknowledged before the crash is gone"
+    );
+    // No waiting for the namespace to go: the whole control plane goes next.
+    drop(ns);
+    Ok(())
+}

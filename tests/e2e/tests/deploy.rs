@@ -7,32 +7,31 @@
 //!   not need (listing Secrets cluster-wide); `/metrics` then has KubeRay's families with
 //!   the right labels and the host's own;
 //! - `/readyz` stays unready until the caches synced (here: until RBAC lets them list);
-//! - two replicas: only the leader writes; SIGKILL of the leader hands over within the
-//!   lease timings and reconciling continues.
+//! - two replicas: only the leader writes; SIGKILL of the leader in the middle of creating a
+//!   batch of clusters hands over within the lease timings, and the new leader finishes the
+//!   batch with no pod made twice, none missing and none orphaned.
 //!
 //! Each host watches only its test's namespace and its Lease lives there, so tests running
 //! beside it on the shared control plane are untouched.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{
     Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use kube::{Client, ResourceExt};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use wasmray_crds::RayCluster;
 use wasmray_crds::samples::{load_sample, samples_dir};
+use wasmray_e2e::binary::{Operator, OperatorCommand, http_get};
+use wasmray_e2e::census;
 
 /// Generous: the machine running the tests may be loaded.
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -42,22 +41,18 @@ const LEASE: Duration = Duration::from_secs(4);
 const RENEW_DEADLINE: Duration = Duration::from_secs(3);
 const RETRY: Duration = Duration::from_millis(500);
 const LEASE_NAME: &str = "wasmray-operator-leader";
+/// The batch the leader dies in the middle of: clusters, workers each, and how many of its
+/// pods exist when the leader is killed.
+const BATCH: usize = 8;
+const BATCH_WORKERS: i64 = 4;
+const KILL_AFTER_PODS: usize = 10;
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        match check().await {
-            Ok(value) => return Ok(value),
-            Err(error) if Instant::now() > deadline => {
-                return Err(error.context(format!("{what}: not within {TIMEOUT:?}")));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    wasmray_e2e::eventually(what, TIMEOUT, check).await
 }
 
 /// The helm binary: `WASMRAY_HELM_BIN`, else built (cached) by tests/tools/helm/build.sh.
@@ -218,138 +213,43 @@ impl ChartInstall {
     }
 }
 
-/// A free loopback port (the host binds it right after).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// The host binary running under a token.
-struct Host {
-    child: Child,
-    address: SocketAddr,
-    log: PathBuf,
-}
-
-impl Host {
-    async fn start(
-        namespace: &str,
-        token: &str,
-        name: &str,
-        extra: &[&str],
-    ) -> anyhow::Result<Host> {
-        let cluster = wasmray_e2e::cluster().await?;
-        let dir = std::env::temp_dir()
-            .join("wasmray-e2e-deploy")
-            .join(namespace);
-        std::fs::create_dir_all(&dir)?;
-        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
-        std::fs::write(
-            &kubeconfig,
-            serde_yaml::to_string(&cluster.kubeconfig_with_token(token)?)?,
-        )?;
-        let port = free_port()?;
-        let address: SocketAddr = ([127, 0, 0, 1], port).into();
-        let log = dir.join(format!("{name}.log"));
-        let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_wasmray-e2e-host"))
-            .args([
-                format!("--watch-namespace={namespace}"),
-                format!("--metrics-addr={address}"),
-                format!("--health-probe-bind-address={address}"),
-                format!("--leader-election-namespace={namespace}"),
-                format!("--leader-election-lease-duration={}ms", LEASE.as_millis()),
-                format!(
-                    "--leader-election-renew-deadline={}ms",
-                    RENEW_DEADLINE.as_millis()
-                ),
-                format!("--leader-election-retry-period={}ms", RETRY.as_millis()),
-                format!(
-                    "--plugin-cache-dir={}",
-                    std::env::temp_dir()
-                        .join("wasmray-e2e-deploy-plugins")
-                        .display()
-                ),
-                "--reconcile-concurrency=4".to_owned(),
-            ])
-            .args(extra)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAME", name)
-            .env("RUST_LOG", "info")
-            .env_remove("WATCH_NAMESPACE")
-            // The host logs to stderr; both go to the log file.
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()
-            .context("starting wasmray-e2e-host")?;
-        let host = Host {
-            child,
-            address,
-            log,
-        };
-        eventually("the host serves /healthz", || async {
-            ensure!(host.is_running(), "the host exited:\n{}", host.log_tail());
-            let (status, _) = http_get(host.address, "/healthz").await?;
-            ensure!(status == 200, "/healthz answered {status}");
-            Ok(())
-        })
-        .await?;
-        Ok(host)
-    }
-
-    /// Whether the process is alive (not exited, not a zombie awaiting its reaping).
-    fn is_running(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .ok()
-            .and_then(|stat| {
-                let state = stat.rsplit_once(") ")?.1.chars().next()?;
-                Some(state != 'Z' && state != 'X')
-            })
-            .unwrap_or(false)
-    }
-
-    fn log_tail(&self) -> String {
-        let Ok(file) = std::fs::File::open(&self.log) else {
-            return String::new();
-        };
-        let lines: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    fn kill(&mut self) {
-        // SIGKILL: no lease release, no cleanup; a crash as the standby sees it.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A plain HTTP/1.1 GET on loopback: (status, body).
-async fn http_get(address: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("no end of headers")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .context("no status code")?
-        .parse()?;
-    Ok((status, body.to_owned()))
+/// The host binary running under a token, watching `namespace` (its Lease lives there too,
+/// with short timings).
+async fn start_host(
+    namespace: &str,
+    token: &str,
+    name: &str,
+    extra: &[&str],
+) -> anyhow::Result<Operator> {
+    let cluster = wasmray_e2e::cluster().await?;
+    let dir = std::env::temp_dir()
+        .join("wasmray-e2e-deploy")
+        .join(namespace);
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(
+        &kubeconfig,
+        serde_yaml::to_string(&cluster.kubeconfig_with_token(token)?)?,
+    )?;
+    let mut args = vec![
+        format!("--leader-election-namespace={namespace}"),
+        format!("--leader-election-lease-duration={}ms", LEASE.as_millis()),
+        format!(
+            "--leader-election-renew-deadline={}ms",
+            RENEW_DEADLINE.as_millis()
+        ),
+        format!("--leader-election-retry-period={}ms", RETRY.as_millis()),
+    ];
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    Operator::start(OperatorCommand {
+        binary: Path::new(env!("CARGO_BIN_EXE_wasmray-e2e-host")),
+        kubeconfig: &kubeconfig,
+        namespace,
+        name,
+        log_dir: &dir,
+        args: &args,
+    })
+    .await
 }
 
 async fn create_sample(client: &Client, namespace: &str, name: &str) -> anyhow::Result<()> {
@@ -434,7 +334,7 @@ async fn chart_rbac_suffices_confines_the_host_and_metrics_follow() -> anyhow::R
         .await?;
     let (token, _) = chart.token(&admin).await?;
     let result = async {
-        let host = Host::start(&ns.name, &token, "only", &[]).await?;
+        let host = start_host(&ns.name, &token, "only", &[]).await?;
         create_sample(&admin, &ns.name, "sample").await?;
         wait_cluster_ready(&admin, &ns.name, "sample")
             .await
@@ -562,7 +462,7 @@ async fn readyz_turns_ready_only_after_the_caches_synced() -> anyhow::Result<()>
     chart.apply(&admin, &["ServiceAccount"]).await?;
     let (token, _) = chart.token(&admin).await?;
     let result = async {
-        let host = Host::start(
+        let host = start_host(
             &ns.name,
             &token,
             "unready",
@@ -627,13 +527,7 @@ fn writes_by(audit_log: &Path, namespace: &str, jti: &str) -> anyhow::Result<Vec
 }
 
 async fn lease_holder(admin: &Client, namespace: &str) -> anyhow::Result<String> {
-    let lease = Api::<Lease>::namespaced(admin.clone(), namespace)
-        .get(LEASE_NAME)
-        .await?;
-    Ok(lease
-        .spec
-        .and_then(|spec| spec.holder_identity)
-        .unwrap_or_default())
+    wasmray_e2e::binary::lease_holder(admin, namespace, LEASE_NAME).await
 }
 
 #[tokio::test]
@@ -660,7 +554,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() -> anyhow::Result<()>
     let (token_b, jti_b) = chart.token(&admin).await?;
     let audit_log = cluster.info().audit_log.clone();
     let result = async {
-        let mut first = Host::start(&ns.name, &token_a, "replica-a", &[]).await?;
+        let mut first = start_host(&ns.name, &token_a, "replica-a", &[]).await?;
         let leader = eventually("replica-a holds the lease", || async {
             let holder = lease_holder(&admin, &ns.name).await?;
             ensure!(holder.starts_with("replica-a_"), "holder {holder:?}");
@@ -668,7 +562,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() -> anyhow::Result<()>
         })
         .await
         .with_context(|| format!("replica-a log:\n{}", first.log_tail()))?;
-        let second = Host::start(&ns.name, &token_b, "replica-b", &[]).await?;
+        let second = start_host(&ns.name, &token_b, "replica-b", &[]).await?;
         let (status, body) = http_get(second.address, "/readyz").await?;
         ensure!(status == 200 && body.starts_with("standby"), "standby /readyz: {status} {body}");
 
@@ -685,8 +579,25 @@ async fn only_the_leader_writes_and_a_standby_takes_over() -> anyhow::Result<()>
         let standby_writes = writes_by(&audit_log, &ns.name, &jti_b)?;
         ensure!(standby_writes.is_empty(), "the standby wrote: {standby_writes:?}");
 
+        // The leader dies in the middle of a create, with some of a batch's pods made and
+        // the rest not; the new leader must finish the batch without a second pod for any
+        // slot, and leave nothing unowned.
+        let batch: BTreeSet<String> = (0..BATCH).map(|i| format!("batch-{i}")).collect();
+        census::create_samples(&admin, &ns.name, &batch, BATCH_WORKERS).await?;
+        // "before" has a head and one worker.
+        census::until_pods(&admin, &ns.name, 2 + KILL_AFTER_PODS, TIMEOUT).await?;
         first.kill();
         let killed = Instant::now();
+        let batch_pods = BATCH * (1 + BATCH_WORKERS as usize);
+        let at_kill = census::take(&admin, &ns.name, &batch)
+            .await?
+            .pods
+            .saturating_sub(2);
+        eprintln!("leader killed with {at_kill} of the batch's {batch_pods} pods made");
+        ensure!(
+            at_kill < batch_pods,
+            "the leader made all {batch_pods} pods before it was killed: no failover mid-create"
+        );
         let new_leader = eventually("replica-b takes the lease", || async {
             let holder = lease_holder(&admin, &ns.name).await?;
             ensure!(holder.starts_with("replica-b_"), "holder {holder:?}");
@@ -703,14 +614,27 @@ async fn only_the_leader_writes_and_a_standby_takes_over() -> anyhow::Result<()>
             "handover took {handover:?}"
         );
 
-        create_sample(&admin, &ns.name, "after").await?;
-        wait_cluster_ready(&admin, &ns.name, "after")
+        let mut expected = batch.clone();
+        expected.insert("before".to_owned());
+        let done = census::wait_converged(&admin, &ns.name, &expected, TIMEOUT)
             .await
             .with_context(|| format!("replica-b log:\n{}", second.log_tail()))?;
+        eprintln!(
+            "batch converged {:?} after the handover: {}",
+            killed.elapsed().saturating_sub(handover),
+            done.summary()
+        );
         let new_writes = writes_by(&audit_log, &ns.name, &jti_b)?;
         ensure!(
             new_writes.iter().any(|write| write.contains("/pods")),
             "the new leader's pod creates are not in the audit log: {new_writes:?}"
+        );
+        // No pod was deleted, so none was made twice and removed again.
+        let writes = census::pod_writes(&audit_log, &ns.name)?;
+        ensure!(
+            writes.deletes == 0 && writes.created <= done.pods,
+            "pod writes {writes:?} for {} live pods",
+            done.pods
         );
         drop(second);
         Ok(())

@@ -29,6 +29,8 @@ const usage = `usage: testcp <command> [flags]
 commands:
   up                        start etcd, kube-apiserver, kube-controller-manager, kube-scheduler
                             and kwok on loopback (see "testcp up --help")
+  apiserver                 stop or start the kube-apiserver of a running "up" (see
+                            "testcp apiserver --help")
   kube-apiserver            run the kube-apiserver of this release
   kube-controller-manager   run the kube-controller-manager of this release
   kube-scheduler            run the kube-scheduler of this release
@@ -55,6 +57,8 @@ func run(name string, args []string) int {
 	switch name {
 	case "up":
 		return runUp(args)
+	case "apiserver":
+		return runAPIServerCommand(args)
 	case "kube-apiserver":
 		return cli.Run(apiserver.NewAPIServerCommand())
 	case "kube-controller-manager":

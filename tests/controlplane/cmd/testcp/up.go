@@ -159,6 +159,19 @@ type cluster struct {
 	etcd     *etcd.Etcd
 	children []*child
 	started  time.Time
+
+	// What `apiserver start` needs to bring the API server back exactly as it was.
+	apiserverArgv []string
+	apiserver     *child
+	client        *kubernetes.Clientset
+	ready         readyInfo
+
+	// exited receives every child that exits; wait() tells requested stops from crashes.
+	exited chan *child
+	// stopping closes at shutdown, releasing goroutines that would wait for wait().
+	stopping chan struct{}
+	control  net.Listener
+	requests chan controlRequest
 }
 
 func newCluster(opts upOptions) (*cluster, error) {
@@ -183,7 +196,10 @@ func newCluster(opts upOptions) (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &cluster{opts: opts, self: self, dir: dir, nodes: nodes, started: time.Now()}, nil
+	return &cluster{
+		opts: opts, self: self, dir: dir, nodes: nodes, started: time.Now(),
+		exited: make(chan *child), stopping: make(chan struct{}),
+	}, nil
 }
 
 // checkLoopback enforces the network rule: nothing the cluster advertises may route off
@@ -253,7 +269,7 @@ func (c *cluster) start(ctx context.Context) error {
 
 	// Every start is a fresh cluster: stale etcd data or PKI from a previous run would
 	// not match the new certificates and ports.
-	for _, stale := range []string{"etcd", "pki", "kwok", "logs", "ready.json", "audit.log", "kubeconfig"} {
+	for _, stale := range []string{"etcd", "pki", "kwok", "logs", "ready.json", "audit.log", "kubeconfig", controlSocket} {
 		if err := os.RemoveAll(c.path(stale)); err != nil {
 			return err
 		}
@@ -284,7 +300,7 @@ func (c *cluster) start(ctx context.Context) error {
 	}
 
 	server := fmt.Sprintf("https://127.0.0.1:%d", c.ports["kubeApiserver"])
-	apiserver, err := c.spawn("kube-apiserver", c.self, append([]string{"kube-apiserver",
+	c.apiserverArgv = append([]string{"kube-apiserver",
 		"--etcd-servers=" + fmt.Sprintf("http://127.0.0.1:%d", c.ports["etcd"]),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -314,10 +330,7 @@ func (c *cluster) start(ctx context.Context) error {
 		"--audit-policy-file=" + c.path("audit-policy.yaml"),
 		"--audit-log-path=" + c.path("audit.log"),
 		"--profiling=false",
-	}, c.opts.apiserverArgs...), nil)
-	if err != nil {
-		return err
-	}
+	}, c.opts.apiserverArgs...)
 	admin, err := clientcmd.BuildConfigFromFlags("", c.path("kubeconfig"))
 	if err != nil {
 		return err
@@ -327,12 +340,11 @@ func (c *cluster) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := waitFor(ctx, "kube-apiserver /readyz", []*child{apiserver}, func(ctx context.Context) (bool, error) {
-		_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		return err == nil, nil
-	}); err != nil {
+	c.client = client
+	if err := c.startAPIServer(ctx); err != nil {
 		return err
 	}
+	apiserver := c.apiserver
 	log.Printf("kube-apiserver ready at %s", server)
 
 	kcm, err := c.spawn("kube-controller-manager", c.self, append([]string{"kube-controller-manager",
@@ -439,22 +451,47 @@ func (c *cluster) start(ctx context.Context) error {
 	for _, ch := range []*child{apiserver, kcm, scheduler, kwok} {
 		ready.Pids[ch.name] = ch.cmd.Process.Pid
 	}
-	encoded, err := json.Marshal(ready)
-	if err != nil {
-		return err
-	}
-	// Write-then-rename so a poller never reads half a file.
-	tmp := c.path("ready.json.tmp")
-	if err := os.WriteFile(tmp, append(encoded, '\n'), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, c.path("ready.json")); err != nil {
+	c.ready = ready
+	// The socket exists before ready.json, so whoever sees ready.json can use it.
+	c.listenControl()
+	if err := c.writeReady(); err != nil {
 		return err
 	}
 	log.Printf("ready in %.1fs: Kubernetes %s, %d nodes; export KUBECONFIG=%s",
 		ready.StartupSeconds, ready.Version, len(ready.Nodes), ready.Kubeconfig)
+	encoded, err := json.Marshal(ready)
+	if err != nil {
+		return err
+	}
 	fmt.Println(string(encoded))
 	return nil
+}
+
+// startAPIServer starts kube-apiserver with the arguments of the first start (same port,
+// certificates and etcd) and waits until /readyz answers.
+func (c *cluster) startAPIServer(ctx context.Context) error {
+	apiserver, err := c.spawn("kube-apiserver", c.self, c.apiserverArgv, nil)
+	if err != nil {
+		return err
+	}
+	c.apiserver = apiserver
+	return waitFor(ctx, "kube-apiserver /readyz", []*child{apiserver}, func(ctx context.Context) (bool, error) {
+		_, err := c.client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err == nil, nil
+	})
+}
+
+// writeReady writes ready.json; write-then-rename so a poller never reads half a file.
+func (c *cluster) writeReady() error {
+	encoded, err := json.Marshal(c.ready)
+	if err != nil {
+		return err
+	}
+	tmp := c.path("ready.json.tmp")
+	if err := os.WriteFile(tmp, append(encoded, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, c.path("ready.json"))
 }
 
 // configFiles are the paths start() passes to the components.
@@ -565,22 +602,24 @@ func (c *cluster) startEtcd(ctx context.Context) error {
 	}
 }
 
-// wait blocks until asked to stop, or fails when a component exits on its own.
+// wait blocks until asked to stop, or fails when a component exits on its own or etcd
+// fails. It also carries out control requests (control.go), here on the main goroutine:
+// the API server it restarts must be forked from the main thread to get Pdeathsig right.
 func (c *cluster) wait(ctx context.Context) error {
-	exited := make(chan *child, len(c.children))
-	for _, ch := range c.children {
-		go func() {
-			<-ch.done
-			exited <- ch
-		}()
-	}
-	select {
-	case <-ctx.Done():
-		return nil
-	case ch := <-exited:
-		return fmt.Errorf("%s exited unexpectedly (%v); see %s", ch.name, ch.err, ch.logPath)
-	case err := <-c.etcd.Err():
-		return fmt.Errorf("etcd failed: %w", err)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ch := <-c.exited:
+			if ch.stopRequested {
+				continue
+			}
+			return fmt.Errorf("%s exited unexpectedly (%v); see %s", ch.name, ch.err, ch.logPath)
+		case err := <-c.etcd.Err():
+			return fmt.Errorf("etcd failed: %w", err)
+		case req := <-c.requests:
+			req.reply <- c.handleControl(ctx, req.command)
+		}
 	}
 }
 
@@ -588,6 +627,8 @@ func (c *cluster) wait(ctx context.Context) error {
 // nobody attaches to a cluster that is going away.
 func (c *cluster) shutdown() {
 	_ = os.Remove(c.path("ready.json"))
+	close(c.stopping)
+	c.closeControl()
 	for i := len(c.children) - 1; i >= 0; i-- {
 		c.children[i].stop(10 * time.Second)
 	}
@@ -609,11 +650,14 @@ type child struct {
 	logPath string
 	done    chan struct{}
 	err     error
+	// stopRequested marks an exit asked for through the control socket, not a crash.
+	stopRequested bool
 }
 
 func (c *cluster) spawn(name, binary string, args []string, extraEnv []string) (*child, error) {
 	logPath := c.path("logs", name+".log")
-	logFile, err := os.Create(logPath)
+	// Appending keeps the log of an API server that was stopped and started again.
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -636,8 +680,21 @@ func (c *cluster) spawn(name, binary string, args []string, extraEnv []string) (
 		ch.err = cmd.Wait()
 		logFile.Close()
 		close(ch.done)
+		select {
+		case c.exited <- ch:
+		case <-c.stopping:
+		}
 	}()
-	c.children = append(c.children, ch)
+	// A restarted component takes its predecessor's place, so shutdown keeps the order.
+	replaced := false
+	for i, old := range c.children {
+		if old.name == name {
+			c.children[i], replaced = ch, true
+		}
+	}
+	if !replaced {
+		c.children = append(c.children, ch)
+	}
 	log.Printf("started %s (pid %d)", name, cmd.Process.Pid)
 	return ch, nil
 }
