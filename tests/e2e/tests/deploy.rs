@@ -354,11 +354,17 @@ async fn chart_rbac_suffices_confines_the_host_and_metrics_follow() -> anyhow::R
             }
         }
 
-        let (status, body) = http_get(host.address, "/readyz").await?;
-        ensure!(
-            status == 200 && body.trim() == "ok",
-            "/readyz: {status} {body}"
-        );
+        // Every scope syncs on its own: the RayJob one may list a moment after the
+        // RayCluster one brought its cluster up.
+        eventually("/readyz ok", || async {
+            let (status, body) = http_get(host.address, "/readyz").await?;
+            ensure!(
+                status == 200 && body.trim() == "ok",
+                "/readyz: {status} {body}"
+            );
+            Ok(())
+        })
+        .await?;
         let uid = Api::<RayCluster>::namespaced(admin.clone(), &ns.name)
             .get("sample")
             .await?
