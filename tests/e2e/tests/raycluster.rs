@@ -102,7 +102,13 @@ async fn seed_examples_reach_ready_with_kuberay_pods() -> anyhow::Result<()> {
             == Some("false")
     );
     let owner = &head.owner_references()[0];
-    ensure!(owner.kind == "RayCluster" && owner.controller == Some(true));
+    // As KubeRay's controller references: controller and blockOwnerDeletion.
+    ensure!(
+        owner.kind == "RayCluster"
+            && owner.controller == Some(true)
+            && owner.block_owner_deletion == Some(true),
+        "{owner:?}"
+    );
     let spec = head.spec.as_ref().context("head spec")?;
     let ray = &spec.containers[0];
     ensure!(
@@ -955,7 +961,12 @@ async fn a_plugin_gets_the_generated_secret_it_asks_for_once() -> anyhow::Result
     })
     .await?;
     let owner = secret.owner_references().first().context("no owner")?;
-    ensure!(owner.kind == "RayCluster" && Some(&owner.uid) == created.metadata.uid.as_ref());
+    ensure!(
+        owner.kind == "RayCluster"
+            && Some(&owner.uid) == created.metadata.uid.as_ref()
+            && owner.block_owner_deletion == Some(true),
+        "{owner:?}"
+    );
     let value = secret
         .data
         .as_ref()
