@@ -181,6 +181,13 @@ pub struct Flags {
     /// RayCluster (or RayJob) picks the address the operator calls.
     #[arg(long)]
     pub allow_dashboard_address_override: bool,
+
+    /// How to reach each RayCluster's head (dashboard, and the GCS for autoscaling):
+    /// `service`, its head Service's DNS name as KubeRay does, or `pod-ip`, the head pod's
+    /// IP, for an operator outside the cluster's DNS that reaches its pod network. Default
+    /// service.
+    #[arg(long, value_enum)]
+    pub ray_head_address: Option<crate::ray::HeadAddress>,
 }
 
 fn parse_feature_gate(text: &str) -> Result<(String, bool), String> {
@@ -335,6 +342,8 @@ pub struct FileConfig {
     pub watch_plugin_files: Option<bool>,
     pub plugin_cache_dir: Option<PathBuf>,
     pub reconcile_debounce_ms: Option<u64>,
+    /// `service` or `pod-ip` (the --ray-head-address flag).
+    pub ray_head_address: Option<crate::ray::HeadAddress>,
 }
 
 impl FileConfig {
@@ -574,6 +583,10 @@ impl Settings {
         );
         controller.feature_gates = feature_gates;
         controller.allow_dashboard_address_override = flags.allow_dashboard_address_override;
+        controller.ray_head_address = flags
+            .ray_head_address
+            .or(file.ray_head_address)
+            .unwrap_or_default();
         controller.settings = controller::settings_from_env(|name| std::env::var(name).ok());
         if let Some(delete) = file.delete_ray_job_after_job_finishes {
             let (_, key) = controller::rayjob::SETTINGS_FROM_ENV

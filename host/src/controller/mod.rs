@@ -87,6 +87,8 @@ pub struct ControllerConfig {
     /// Honour the `wasmray.io/dashboard-address` RayCluster annotation (tests and demos
     /// only: with it, whoever may annotate a RayCluster picks the address the operator calls).
     pub allow_dashboard_address_override: bool,
+    /// How the operator reaches each cluster's head: its Service's DNS name or its pod IP.
+    pub ray_head_address: crate::ray::HeadAddress,
     /// Deadline of each Ray dashboard request.
     pub ray_timeout: Duration,
     /// The soonest a plugin's answer may ask to be called again; sooner is raised to it.
@@ -119,6 +121,7 @@ impl Default for ControllerConfig {
             plugin_config: BTreeMap::new(),
             allowances: write_policy::Allowances::new(),
             allow_dashboard_address_override: false,
+            ray_head_address: crate::ray::HeadAddress::Service,
             ray_timeout: crate::ray::DashboardClient::DEFAULT_TIMEOUT,
             requeue_floor: Duration::from_secs(1),
             object_write_rounds_per_second: 2,

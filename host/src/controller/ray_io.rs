@@ -35,6 +35,7 @@ pub const SERVE_STATUS_ERROR_EXTENSION: &str = "serve-status-unavailable";
 pub struct RayIo {
     client: DashboardClient,
     allow_override: bool,
+    head_address: crate::ray::HeadAddress,
     cluster_domain: String,
     /// Queries, undelivered results and logged warnings live in each parent's state.
     states: Arc<ParentStates>,
@@ -54,6 +55,7 @@ impl RayIo {
         RayIo {
             client: DashboardClient::new(config.ray_timeout),
             allow_override: config.allow_dashboard_address_override,
+            head_address: config.ray_head_address,
             cluster_domain: config
                 .settings
                 .get(CLUSTER_DOMAIN_SETTING)
@@ -234,7 +236,12 @@ impl RayIo {
         name: &str,
     ) -> Result<DashboardAddress, String> {
         let cluster = find_cluster(clusters, name).await?;
-        let target = dashboard_target(&cluster, &self.cluster_domain, self.allow_override);
+        let target = dashboard_target(
+            &cluster,
+            &self.cluster_domain,
+            self.head_address,
+            self.allow_override,
+        )?;
         if target.ignored_override {
             let first = self.states.with(parent_uid, |state| {
                 state.warned_overrides.insert(name.to_owned())

@@ -1,6 +1,7 @@
 //! Where a RayCluster's dashboard is: the head Service's DNS name and the head container's
-//! `dashboard` port, as KubeRay computes it, or (tests and demos only, behind an operator
-//! flag) the address a cluster annotation names.
+//! `dashboard` port, as KubeRay computes it; the head pod's IP, for an operator that runs
+//! outside the cluster's DNS but reaches its pod network (`--ray-head-address pod-ip`); or
+//! (tests and demos only, behind an operator flag) the address a cluster annotation names.
 
 use serde_json::Value;
 use wasmray_crds::constants::{DASHBOARD_PORT_NAME, DEFAULT_DASHBOARD_PORT};
@@ -17,6 +18,18 @@ pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// Key of the token in the cluster's auth Secret (named after the cluster).
 pub use wasmray_crds::constants::RAY_AUTH_TOKEN_SECRET_KEY as AUTH_TOKEN_KEY;
 
+/// How the operator reaches a cluster's head (`--ray-head-address`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadAddress {
+    /// The head Service's DNS name, as KubeRay does: the operator runs inside the cluster.
+    #[default]
+    Service,
+    /// The head pod's IP (`status.head.podIP`): the operator reaches pod IPs but does not
+    /// resolve the cluster's Service names, e.g. it runs beside the cluster on its pod network.
+    PodIp,
+}
+
 /// How to reach one cluster's dashboard, before the token is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DashboardTarget {
@@ -28,12 +41,13 @@ pub struct DashboardTarget {
     pub ignored_override: bool,
 }
 
-/// The dashboard of `cluster` (a RayCluster as JSON).
+/// The dashboard of `cluster` (a RayCluster as JSON); an error says why there is none yet.
 pub fn dashboard_target(
     cluster: &Value,
     cluster_domain: &str,
+    head: HeadAddress,
     allow_override: bool,
-) -> DashboardTarget {
+) -> Result<DashboardTarget, String> {
     let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
     // As the RayCluster type decides it: `authOptions` given with a mode other than
     // `disabled` (see `RayClusterSpec::token_auth_enabled`).
@@ -47,17 +61,27 @@ pub fn dashboard_target(
     if let Some(address) = annotated
         && allow_override
     {
-        return DashboardTarget {
+        return Ok(DashboardTarget {
             base: address.trim_end_matches('/').to_owned(),
             token_secret,
             ignored_override: false,
-        };
+        });
     }
-    DashboardTarget {
-        base: format!("http://{}", dashboard_host_port(cluster, cluster_domain)),
+    let host_port = match head {
+        HeadAddress::Service => dashboard_host_port(cluster, cluster_domain),
+        HeadAddress::PodIp => {
+            let ip = cluster["status"]["head"]["podIP"]
+                .as_str()
+                .filter(|ip| !ip.is_empty())
+                .ok_or_else(|| format!("RayCluster {name} reports no head pod IP yet"))?;
+            format!("{ip}:{}", dashboard_port(cluster))
+        }
+    };
+    Ok(DashboardTarget {
+        base: format!("http://{host_port}"),
         token_secret,
         ignored_override: annotated.is_some(),
-    }
+    })
 }
 
 /// `<head service>.<namespace>.svc.<domain>:<dashboard port>`: KubeRay's `dashboardURL`.
@@ -106,7 +130,8 @@ mod tests {
     #[test]
     fn the_head_service_and_dashboard_port_by_default() {
         let plain = cluster(json!({}), json!({}), json!({}));
-        let target = dashboard_target(&plain, "cluster.local", false);
+        let target =
+            dashboard_target(&plain, "cluster.local", HeadAddress::Service, false).expect("target");
         assert_eq!(
             target.base,
             "http://rc-head-svc.team.svc.cluster.local:8265"
@@ -121,7 +146,8 @@ mod tests {
                 "authOptions": {"mode": "token"}}),
             json!({"head": {"serviceName": "custom-svc"}}),
         );
-        let target = dashboard_target(&custom, "example.org", true);
+        let target =
+            dashboard_target(&custom, "example.org", HeadAddress::Service, true).expect("target");
         assert_eq!(target.base, "http://custom-svc.team.svc.example.org:9999");
         assert_eq!(target.token_secret.as_deref(), Some("rc"));
     }
@@ -133,14 +159,30 @@ mod tests {
             json!({}),
             json!({}),
         );
-        let honoured = dashboard_target(&annotated, "cluster.local", true);
+        let honoured = dashboard_target(&annotated, "cluster.local", HeadAddress::PodIp, true)
+            .expect("target");
         assert_eq!(honoured.base, "http://127.0.0.1:8265");
         assert!(!honoured.ignored_override);
-        let ignored = dashboard_target(&annotated, "cluster.local", false);
+        let ignored = dashboard_target(&annotated, "cluster.local", HeadAddress::Service, false)
+            .expect("target");
         assert_eq!(
             ignored.base,
             "http://rc-head-svc.team.svc.cluster.local:8265"
         );
         assert!(ignored.ignored_override);
+    }
+
+    #[test]
+    fn pod_ip_mode_uses_the_head_pod_ip_once_the_cluster_reports_it() {
+        let spec = json!({"headGroupSpec": {"template": {"spec": {"containers": [{"name": "ray-head",
+            "ports": [{"name": "dashboard", "containerPort": 9999}]}]}}}});
+        let pending = cluster(json!({}), spec.clone(), json!({"head": {"podIP": ""}}));
+        let error = dashboard_target(&pending, "cluster.local", HeadAddress::PodIp, false)
+            .expect_err("no IP yet");
+        assert_eq!(error, "RayCluster rc reports no head pod IP yet");
+        let running = cluster(json!({}), spec, json!({"head": {"podIP": "10.1.2.3"}}));
+        let target =
+            dashboard_target(&running, "cluster.local", HeadAddress::PodIp, false).expect("target");
+        assert_eq!(target.base, "http://10.1.2.3:9999");
     }
 }

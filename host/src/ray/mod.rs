@@ -5,7 +5,7 @@
 pub mod address;
 pub mod client;
 
-pub use address::{DASHBOARD_ADDRESS_ANNOTATION, DashboardTarget, dashboard_target};
+pub use address::{DASHBOARD_ADDRESS_ANNOTATION, DashboardTarget, HeadAddress, dashboard_target};
 pub use client::{
     DashboardAddress, DashboardClient, JobDetails, JobSubmission, RayError, RayVersion,
     SubmitOutcome,
