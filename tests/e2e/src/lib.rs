@@ -20,9 +20,15 @@
 //! and start its API server ([`TestCluster::stop_apiserver`], [`TestCluster::start_apiserver`])
 //! and must not disturb the tests sharing the first.
 //!
+//! When this package's `pod-runner` binary is built, the shared control plane it starts runs
+//! it (`testcp up --pod-runner`): pods of a namespace from [`TestCluster::ray_namespace`] then
+//! run as real local processes on the runner's nodes instead of being faked by kwok. Env
+//! `WASMRAY_POD_RUNNER` names another runner binary, or `off`.
+//!
 //! [`ray::head`] starts one real Ray head per test process the same way (see [`ray`]).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::future::Future;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -49,6 +55,9 @@ pub const ATTACH_ENV: &str = "WASMRAY_TEST_CONTROLPLANE";
 /// The directory holding `testcp` (as printed by `build.sh`), or the `testcp` binary itself;
 /// skips running `build.sh`.
 pub const BIN_ENV: &str = "WASMRAY_CONTROLPLANE_BIN";
+/// The pod runner binary for the control plane this support starts, or `off` for none;
+/// unset, `pod-runner` next to the test binary's directory is used when it exists.
+pub const RUNNER_ENV: &str = "WASMRAY_POD_RUNNER";
 
 /// How long a cold start may take (a cold Go build is not included: `build.sh` runs first).
 const START_TIMEOUT: Duration = Duration::from_secs(180);
@@ -76,7 +85,14 @@ pub async fn cluster() -> anyhow::Result<&'static TestCluster> {
 /// shared one: for tests that restart its API server. It stops when the returned value is
 /// dropped (or when this process exits).
 pub async fn private_cluster() -> anyhow::Result<TestCluster> {
-    tokio::task::spawn_blocking(TestCluster::start)
+    private_cluster_with(&[]).await
+}
+
+/// [`private_cluster`] with extra `testcp up` flags (e.g. `--pod-runner`, `--nodes`). Like
+/// it, it runs no pod runner unless the flags ask for one.
+pub async fn private_cluster_with(args: &[&str]) -> anyhow::Result<TestCluster> {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    tokio::task::spawn_blocking(move || TestCluster::start(args))
         .await
         .context("control-plane start task failed")?
 }
@@ -106,6 +122,25 @@ pub struct ReadyInfo {
     /// Process ids by component (`testcp` is the orchestrator, which also runs etcd), as
     /// at start: a restarted API server has a new one (testcp rewrites ready.json).
     pub pids: BTreeMap<String, u32>,
+    /// The pod runner, when `testcp up` was started with one.
+    #[serde(default)]
+    pub pod_runner: Option<PodRunnerInfo>,
+}
+
+/// ready.json's `podRunner`: the kubelet of a tainted node pool whose pods run as real local
+/// processes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRunnerInfo {
+    /// Its nodes (`ray-0`, ...), labelled `testcp.wasmray.io/pool=ray`.
+    pub nodes: Vec<String>,
+    /// Its state directory (it signals readiness with the file `ready` there).
+    pub state_dir: PathBuf,
+    /// CIDR (inside 127.0.0.0/8, apart from [`ReadyInfo::pod_cidr`]) it assigns pod IPs from.
+    #[serde(rename = "podCIDR")]
+    pub pod_cidr: String,
+    /// The annotations that put every pod of a namespace on its nodes.
+    pub namespace_annotations: BTreeMap<String, String>,
 }
 
 /// When a restarted API server came back.
@@ -155,10 +190,11 @@ impl TestCluster {
                 _owned: None,
             });
         }
-        Self::start()
+        Self::start(pod_runner_args()?)
     }
 
-    fn start() -> anyhow::Result<TestCluster> {
+    /// Starts `testcp up` with `args` added to its usual flags.
+    fn start(args: Vec<OsString>) -> anyhow::Result<TestCluster> {
         static STARTED: AtomicU64 = AtomicU64::new(0);
         let testcp = testcp_binary()?;
         let run_dir = std::env::temp_dir().join("wasmray-e2e").join(format!(
@@ -177,6 +213,7 @@ impl TestCluster {
             .arg("--dir")
             .arg(&run_dir)
             .arg("--stop-on-stdin-eof")
+            .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)
@@ -272,12 +309,37 @@ impl TestCluster {
     /// Creates a namespace with a unique name starting with `prefix` and waits until its
     /// default ServiceAccount exists (pods cannot be created before that).
     pub async fn namespace(&self, prefix: &str) -> anyhow::Result<TestNamespace> {
+        self.namespace_annotated(prefix, None).await
+    }
+
+    /// [`Self::namespace`], annotated so that every pod created in it is placed on the pod
+    /// runner's nodes and runs as real local processes (no pod elsewhere lands there). Fails
+    /// when the control plane runs no pod runner.
+    pub async fn ray_namespace(&self, prefix: &str) -> anyhow::Result<TestNamespace> {
+        let Some(runner) = &self.ready.pod_runner else {
+            bail!(
+                "ray_namespace: the control plane in {} runs no pod runner (ready.json has no \
+                 podRunner): build this package's pod-runner binary or set {RUNNER_ENV} to one, \
+                 and do not set {RUNNER_ENV}=off",
+                self.ready.run_dir.display()
+            );
+        };
+        self.namespace_annotated(prefix, Some(runner.namespace_annotations.clone()))
+            .await
+    }
+
+    async fn namespace_annotated(
+        &self,
+        prefix: &str,
+        annotations: Option<BTreeMap<String, String>>,
+    ) -> anyhow::Result<TestNamespace> {
         let name = unique_namespace_name(prefix);
         let client = self.client().await?;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let mut ns = Namespace::default();
         ns.metadata.name = Some(name.clone());
         ns.metadata.labels = Some([("wasmray.io/e2e".to_owned(), "true".to_owned())].into());
+        ns.metadata.annotations = annotations;
         namespaces
             .create(&PostParams::default(), &ns)
             .await
@@ -582,6 +644,42 @@ fn testcp_binary() -> anyhow::Result<PathBuf> {
         return Ok(testcp);
     }
     Ok(path_printed_by("../controlplane/build.sh")?.join("testcp"))
+}
+
+/// The `testcp up` flags that run a pod runner for the shared control plane: env
+/// [`RUNNER_ENV`] (a path, or `off`), else `pod-runner` in the directory above the test
+/// binary's (tests run from `target/<profile>/deps/`, and cargo puts this package's binaries in
+/// `target/<profile>/`) when it exists; none when there is no runner.
+fn pod_runner_args() -> anyhow::Result<Vec<OsString>> {
+    let runner = match std::env::var_os(RUNNER_ENV) {
+        Some(value) if value == "off" => return Ok(Vec::new()),
+        Some(value) => {
+            // Absolute, so that testcp does not look a bare name up on $PATH.
+            let runner = std::path::absolute(PathBuf::from(value))
+                .with_context(|| format!("{RUNNER_ENV}: resolving the path"))?;
+            if !runner.is_file() {
+                bail!("{RUNNER_ENV}: {} is not a file", runner.display());
+            }
+            runner
+        }
+        None => {
+            let exe = std::env::current_exe().context("locating the test binary")?;
+            match exe.parent().and_then(Path::parent) {
+                Some(profile_dir) if profile_dir.join("pod-runner").is_file() => {
+                    profile_dir.join("pod-runner")
+                }
+                _ => return Ok(Vec::new()),
+            }
+        }
+    };
+    let venv = ray::venv()?;
+    let mut venv_arg = OsString::from("--pod-runner-arg=--ray-venv=");
+    venv_arg.push(venv.as_os_str());
+    Ok(vec![
+        "--pod-runner".into(),
+        runner.into_os_string(),
+        venv_arg,
+    ])
 }
 
 /// Runs one of the project's setup scripts (relative to this crate), which builds or installs

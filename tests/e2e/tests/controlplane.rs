@@ -1,6 +1,7 @@
 //! The test control plane behaves like a real cluster where WasmRay depends on it: nodes,
 //! scheduling (including GPU requests and taints), kwok-driven pod lifecycle, Jobs, garbage
-//! collection, large CRDs via server-side apply, and ServiceAccount tokens.
+//! collection, large CRDs via server-side apply, and ServiceAccount tokens; and with a pod
+//! runner, its own node pool that takes the pods of opted-in namespaces only, untouched by kwok.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -517,5 +518,323 @@ async fn restart_keeps_objects(cluster: &wasmray_e2e::TestCluster) -> anyhow::Re
     );
     // No waiting for the namespace to go: the whole control plane goes next.
     drop(ns);
+    Ok(())
+}
+
+/// Without a pod runner `ray_namespace` refuses clearly; with one, the namespace carries the
+/// annotations ready.json names.
+#[tokio::test]
+async fn ray_namespace_follows_the_control_plane() {
+    let cluster = cluster().await.unwrap();
+    match &cluster.info().pod_runner {
+        None => {
+            let err = cluster.ray_namespace("no-runner").await.err().unwrap();
+            assert!(
+                format!("{err:#}").contains("runs no pod runner"),
+                "unclear error: {err:#}"
+            );
+        }
+        Some(runner) => {
+            let ns = cluster.ray_namespace("runner").await.unwrap();
+            let client = cluster.client().await.unwrap();
+            let stored = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+                .get(&ns.name)
+                .await
+                .unwrap();
+            let annotations = stored.metadata.annotations.unwrap_or_default();
+            for (key, value) in &runner.namespace_annotations {
+                assert_eq!(annotations.get(key), Some(value), "annotation {key}");
+            }
+            ns.cleanup(&client).await.unwrap();
+        }
+    }
+}
+
+/// `testcp up` refuses pod runner options that would break the pool or the network rule,
+/// before it starts anything.
+#[tokio::test]
+async fn testcp_refuses_bad_pod_runner_options() {
+    let cluster = cluster().await.unwrap();
+    let testcp = cluster.info().bin_dir.join("testcp");
+    let scratch = cluster.run_dir().join("refused-runner-options");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let nodes = scratch.join("nodes.yaml");
+    std::fs::write(
+        &nodes,
+        "pools:\n- name: ray\n  count: 1\n  capacity: {cpu: \"1\", pods: \"10\"}\n",
+    )
+    .unwrap();
+    let nodes = nodes.to_str().unwrap();
+    let dir = scratch.join("never-started");
+    let dir = dir.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--pod-runner", "/bin/true", "--nodes", nodes],
+            "has a pool named \"ray\"",
+        ),
+        (
+            &[
+                "--pod-runner",
+                "/bin/true",
+                "--runner-pod-cidr",
+                "127.128.5.0/24",
+            ],
+            "overlaps --pod-cidr",
+        ),
+        (
+            &[
+                "--pod-runner",
+                "/bin/true",
+                "--runner-pod-cidr",
+                "10.1.0.0/16",
+            ],
+            "must lie inside 127.0.0.0/8",
+        ),
+        (
+            &["--runner-nodes", "2"],
+            "--runner-nodes needs --pod-runner",
+        ),
+        (&["--pod-runner", "/nonexistent/pod-runner"], "--pod-runner"),
+    ];
+    for (args, message) in cases {
+        let output = std::process::Command::new(&testcp)
+            .args(["up", "--dir", dir])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(
+            stderr.contains(message),
+            "{args:?}: expected {message:?} in: {stderr}"
+        );
+    }
+    assert!(
+        !scratch.join("never-started").exists(),
+        "a refused start touched its run dir"
+    );
+}
+
+/// A stand-in pod runner: records its arguments in its state dir, says it is ready and runs
+/// nothing, so the pods it would own show what kwok leaves alone.
+const STAND_IN_RUNNER: &str = r#"#!/bin/sh
+prev=
+for arg in "$@"; do
+  if [ "$prev" = --state-dir ]; then state=$arg; fi
+  prev=$arg
+done
+printf '%s\n' "$@" > "$state/args"
+touch "$state/ready"
+exec sleep 3600
+"#;
+
+/// `testcp up --pod-runner`: the runner's nodes are Ready and tainted, a pod of an opted-in
+/// namespace lands there and kwok leaves it to the runner (no status, no deletion), a pod of
+/// any other namespace never lands there and kwok runs it as before. On a control plane of
+/// this test's own, since the shared one may run a real runner (or none).
+#[tokio::test]
+async fn pod_runner_pool_takes_only_opted_in_namespaces() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let scratch = std::env::temp_dir()
+        .join("wasmray-e2e")
+        .join(format!("stand-in-runner-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let runner = scratch.join("pod-runner.sh");
+    std::fs::write(&runner, STAND_IN_RUNNER)?;
+    std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755))?;
+    let runner = runner.to_str().expect("temp dir path is UTF-8");
+    let cluster = wasmray_e2e::private_cluster_with(&[
+        "--pod-runner",
+        runner,
+        "--runner-nodes",
+        "2",
+        "--pod-runner-arg=--ray-venv=/nonexistent/venv",
+    ])
+    .await?;
+    let result = runner_pool_checks(&cluster).await;
+    // Dropping waits for testcp to stop; not on the runtime's threads.
+    tokio::task::spawn_blocking(move || drop(cluster)).await?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+async fn runner_pool_checks(cluster: &wasmray_e2e::TestCluster) -> anyhow::Result<()> {
+    use anyhow::{Context as _, ensure};
+
+    let info = cluster.info();
+    let runner = info
+        .pod_runner
+        .as_ref()
+        .context("ready.json has no podRunner")?;
+    let runner_nodes = vec!["ray-0".to_owned(), "ray-1".to_owned()];
+    ensure!(
+        runner.nodes == runner_nodes,
+        "runner nodes {:?}",
+        runner.nodes
+    );
+    ensure!(
+        runner_nodes.iter().all(|n| info.nodes.contains(n)),
+        "ready.json's nodes {:?} lack the runner's",
+        info.nodes
+    );
+    ensure!(runner.state_dir == cluster.run_dir().join("pod-runner"));
+    ensure!(runner.pod_cidr == "127.129.0.0/16");
+    ensure!(info.pids.contains_key("pod-runner"), "pids {:?}", info.pids);
+    ensure!(
+        runner
+            .namespace_annotations
+            .get("scheduler.alpha.kubernetes.io/node-selector")
+            .map(String::as_str)
+            == Some("testcp.wasmray.io/pool=ray"),
+        "annotations {:?}",
+        runner.namespace_annotations
+    );
+    let tolerations: serde_json::Value = serde_json::from_str(
+        runner
+            .namespace_annotations
+            .get("scheduler.alpha.kubernetes.io/defaultTolerations")
+            .context("no defaultTolerations annotation")?,
+    )?;
+    ensure!(
+        tolerations
+            == json!([{ "key": "testcp.wasmray.io/pod-runner", "operator": "Exists", "effect": "NoSchedule" }]),
+        "tolerations {tolerations}"
+    );
+    let args = std::fs::read_to_string(runner.state_dir.join("args"))?;
+    let expected = [
+        "--kubeconfig".to_owned(),
+        cluster.kubeconfig_path().display().to_string(),
+        "--nodes".to_owned(),
+        "ray-0,ray-1".to_owned(),
+        "--state-dir".to_owned(),
+        runner.state_dir.display().to_string(),
+        "--pod-cidr".to_owned(),
+        "127.129.0.0/16".to_owned(),
+        "--ray-venv=/nonexistent/venv".to_owned(),
+    ];
+    ensure!(
+        args.lines().eq(expected.iter().map(String::as_str)),
+        "runner arguments:\n{args}"
+    );
+
+    let client = cluster.client().await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pool = nodes
+        .list(&ListParams::default().labels("testcp.wasmray.io/pool=ray"))
+        .await?;
+    let mut names: Vec<String> = pool.items.iter().map(|n| n.name_any()).collect();
+    names.sort();
+    ensure!(names == runner_nodes, "ray pool nodes {names:?}");
+    for node in &pool.items {
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ensure!(ready, "node {} not Ready", node.name_any());
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        ensure!(
+            taints
+                .iter()
+                .any(|t| t.key == "testcp.wasmray.io/pod-runner"
+                    && t.value.as_deref() == Some("true")
+                    && t.effect == "NoSchedule"),
+            "node {} taints {taints:?}",
+            node.name_any()
+        );
+        let cpu = node
+            .status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("cpu"))
+            .map(|q| q.0.clone());
+        ensure!(
+            cpu.as_deref() == Some("64"),
+            "node {} cpu {cpu:?}",
+            node.name_any()
+        );
+    }
+
+    // Opted in: bound to a runner node, then left alone by kwok (no runner runs it here).
+    let ray_ns = cluster.ray_namespace("runner-pods").await?;
+    let ray_pods: Api<Pod> = Api::namespaced(client.clone(), &ray_ns.name);
+    ray_pods
+        .create(
+            &PostParams::default(),
+            &pod("head", json!({ "containers": [container(json!({}))] })),
+        )
+        .await?;
+    let bound = |p: Option<&Pod>| {
+        p.and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.node_name.as_ref())
+            .is_some()
+    };
+    let head = wait_for(&ray_pods, "head", "bound to a node", bound)
+        .await
+        .context("pod vanished")?;
+    let node = head
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
+    ensure!(
+        runner_nodes.contains(&node),
+        "opted-in pod placed on {node}"
+    );
+    for _ in 0..10 {
+        let now = ray_pods.get("head").await?;
+        let status = now.status.unwrap_or_default();
+        ensure!(
+            status.phase.as_deref() == Some("Pending") && status.pod_ip.is_none(),
+            "kwok acted on a pod of the runner's node {node}: phase {:?}, pod IP {:?}",
+            status.phase,
+            status.pod_ip
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Not opted in: never on a runner node, Running and Ready through kwok as before.
+    let plain_ns = cluster.namespace("plain-pods").await?;
+    let plain_pods: Api<Pod> = Api::namespaced(client.clone(), &plain_ns.name);
+    for i in 0..3 {
+        plain_pods
+            .create(
+                &PostParams::default(),
+                &pod(
+                    &format!("worker-{i}"),
+                    json!({ "containers": [container(json!({}))] }),
+                ),
+            )
+            .await?;
+    }
+    for i in 0..3 {
+        let name = format!("worker-{i}");
+        let running = wait_for(&plain_pods, &name, "Running and Ready", pod_ready)
+            .await
+            .context("pod vanished")?;
+        let node = running.spec.and_then(|s| s.node_name).unwrap_or_default();
+        ensure!(
+            !runner_nodes.contains(&node),
+            "{name} placed on runner node {node}"
+        );
+    }
+
+    // Deleting the runner's pod is the runner's to finish too: kwok does not remove it.
+    ray_pods.delete("head", &DeleteParams::default()).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let terminating = ray_pods
+        .get_opt("head")
+        .await?
+        .context("kwok removed a pod of the runner's node")?;
+    ensure!(terminating.metadata.deletion_timestamp.is_some());
+    // No waiting for the namespaces to go: the whole control plane goes next.
+    drop((ray_ns, plain_ns));
     Ok(())
 }

@@ -74,6 +74,11 @@ type upOptions struct {
 	kcmArgs        []string
 	schedulerArgs  []string
 	kwokArgs       []string
+	// The pod runner (runner.go): its binary, extra flags, node count and pod CIDR.
+	podRunner     string
+	podRunnerArgs []string
+	runnerNodes   int
+	runnerPodCIDR string
 }
 
 // readyInfo is written to <dir>/ready.json once the cluster is usable, and printed as one
@@ -91,6 +96,7 @@ type readyInfo struct {
 	Ports          map[string]int `json:"ports"`
 	Pids           map[string]int `json:"pids"`
 	StartupSeconds float64        `json:"startupSeconds"`
+	PodRunner      *podRunnerInfo `json:"podRunner,omitempty"`
 }
 
 func runUp(args []string) int {
@@ -108,6 +114,10 @@ func runUp(args []string) int {
 	fs.StringArrayVar(&opts.kcmArgs, "controller-manager-arg", nil, "extra kube-controller-manager flag (repeatable)")
 	fs.StringArrayVar(&opts.schedulerArgs, "scheduler-arg", nil, "extra kube-scheduler flag (repeatable)")
 	fs.StringArrayVar(&opts.kwokArgs, "kwok-arg", nil, "extra kwok flag (repeatable)")
+	fs.StringVar(&opts.podRunner, "pod-runner", "", "pod runner binary: plays the kubelet for the tainted node pool \"ray\" (see README.md)")
+	fs.StringArrayVar(&opts.podRunnerArgs, "pod-runner-arg", nil, "extra pod runner flag (repeatable)")
+	fs.IntVar(&opts.runnerNodes, "runner-nodes", 0, "nodes in the pod runner's pool ray-0..N-1 (default 1 with --pod-runner)")
+	fs.StringVar(&opts.runnerPodCIDR, "runner-pod-cidr", defaultRunnerPodCIDR, "CIDR the pod runner assigns pod IPs from; inside 127.0.0.0/8, apart from --pod-cidr")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: testcp up --dir DIR [flags]\n\n%s", fs.FlagUsages())
 	}
@@ -121,6 +131,9 @@ func runUp(args []string) int {
 		fmt.Fprintln(os.Stderr, "testcp up: --dir is required")
 		fs.Usage()
 		return 2
+	}
+	if opts.podRunner != "" && !fs.Changed("runner-nodes") {
+		opts.runnerNodes = 1
 	}
 	log.SetPrefix("testcp up: ")
 	log.SetFlags(log.Ltime | log.Lmicroseconds)
@@ -180,6 +193,9 @@ func newCluster(opts upOptions) (*cluster, error) {
 	}
 	nodes, err := loadNodeConfig(opts.nodesFile)
 	if err != nil {
+		return nil, err
+	}
+	if err := addRunnerPool(&opts, &nodes); err != nil {
 		return nil, err
 	}
 	dir, err := filepath.Abs(opts.dir)
@@ -269,7 +285,7 @@ func (c *cluster) start(ctx context.Context) error {
 
 	// Every start is a fresh cluster: stale etcd data or PKI from a previous run would
 	// not match the new certificates and ports.
-	for _, stale := range []string{"etcd", "pki", "kwok", "logs", "ready.json", "audit.log", "kubeconfig", controlSocket} {
+	for _, stale := range []string{"etcd", "pki", "kwok", "logs", "pod-runner", "ready.json", "audit.log", "kubeconfig", controlSocket} {
 		if err := os.RemoveAll(c.path(stale)); err != nil {
 			return err
 		}
@@ -324,6 +340,9 @@ func (c *cluster) start(ctx context.Context) error {
 		"--service-account-key-file=" + files.serviceAccount.CertFile,
 		"--service-account-signing-key-file=" + files.serviceAccount.KeyFile,
 		"--authorization-mode=RBAC",
+		// In addition to the default plugins: namespace annotations put a namespace's pods
+		// on the pod runner's tainted pool (runner.go); without them they change nothing.
+		"--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
 		"--allow-privileged=true",
 		// svc/kubernetes would list 127.0.0.1, which Endpoints validation rejects.
 		"--endpoint-reconciler-type=none",
@@ -427,6 +446,13 @@ func (c *cluster) start(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	var runner *child
+	var runnerInfo *podRunnerInfo
+	if c.opts.podRunner != "" {
+		if runner, runnerInfo, err = c.startRunner(ctx, c.path("kubeconfig")); err != nil {
+			return err
+		}
+	}
 
 	info, err := client.Discovery().ServerVersion()
 	if err != nil {
@@ -444,12 +470,15 @@ func (c *cluster) start(ctx context.Context) error {
 		Ports:          c.ports,
 		Pids:           map[string]int{"testcp": os.Getpid()},
 		StartupSeconds: time.Since(c.started).Seconds(),
+		PodRunner:      runnerInfo,
 	}
 	for _, n := range c.nodes.nodes() {
 		ready.Nodes = append(ready.Nodes, n.Name)
 	}
-	for _, ch := range []*child{apiserver, kcm, scheduler, kwok} {
-		ready.Pids[ch.name] = ch.cmd.Process.Pid
+	for _, ch := range []*child{apiserver, kcm, scheduler, kwok, runner} {
+		if ch != nil {
+			ready.Pids[ch.name] = ch.cmd.Process.Pid
+		}
 	}
 	c.ready = ready
 	// The socket exists before ready.json, so whoever sees ready.json can use it.
@@ -550,7 +579,14 @@ func (c *cluster) writeConfig() (configFiles, error) {
 	if err := os.WriteFile(c.path("audit-policy.yaml"), auditPolicy, 0o644); err != nil {
 		return configFiles{}, err
 	}
-	if err := os.WriteFile(c.path("kwok", "stages.yaml"), kwokStages, 0o644); err != nil {
+	stages := kwokStages
+	if c.opts.podRunner != "" {
+		var err error
+		if stages, err = stagesSkippingNodes(kwokStages, c.runnerNodes()); err != nil {
+			return configFiles{}, err
+		}
+	}
+	if err := os.WriteFile(c.path("kwok", "stages.yaml"), stages, 0o644); err != nil {
 		return configFiles{}, err
 	}
 	return files, nil
@@ -623,14 +659,20 @@ func (c *cluster) wait(ctx context.Context) error {
 	}
 }
 
-// shutdown stops the children in reverse start order, then etcd. ready.json goes first so
+// shutdown stops the children in reverse start order (the pod runner, started last, first,
+// so the processes of its pods end while the API server still answers), then etcd. ready.json goes first so
 // nobody attaches to a cluster that is going away.
 func (c *cluster) shutdown() {
 	_ = os.Remove(c.path("ready.json"))
 	close(c.stopping)
 	c.closeControl()
 	for i := len(c.children) - 1; i >= 0; i-- {
-		c.children[i].stop(10 * time.Second)
+		ch := c.children[i]
+		grace := 10 * time.Second
+		if ch.grace > 0 {
+			grace = ch.grace
+		}
+		ch.stop(grace)
 	}
 	if c.etcd != nil {
 		c.etcd.Close()
@@ -652,6 +694,10 @@ type child struct {
 	err     error
 	// stopRequested marks an exit asked for through the control socket, not a crash.
 	stopRequested bool
+	// grace, when set, replaces shutdown's SIGTERM-to-SIGKILL wait.
+	grace time.Duration
+	// killGroup: once the child is gone, SIGKILL what is left of its process group.
+	killGroup bool
 }
 
 func (c *cluster) spawn(name, binary string, args []string, extraEnv []string) (*child, error) {
@@ -709,16 +755,19 @@ func (ch *child) exited() bool {
 }
 
 func (ch *child) stop(grace time.Duration) {
-	if ch.exited() {
-		return
+	if !ch.exited() {
+		_ = ch.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-ch.done:
+		case <-time.After(grace):
+			log.Printf("%s did not stop within %s, killing it", ch.name, grace)
+			_ = ch.cmd.Process.Kill()
+			<-ch.done
+		}
 	}
-	_ = ch.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-ch.done:
-	case <-time.After(grace):
-		log.Printf("%s did not stop within %s, killing it", ch.name, grace)
-		_ = ch.cmd.Process.Kill()
-		<-ch.done
+	if ch.killGroup {
+		// Setpgid made the child's pid its process group id.
+		_ = syscall.Kill(-ch.cmd.Process.Pid, syscall.SIGKILL)
 	}
 }
 
