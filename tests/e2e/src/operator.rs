@@ -164,6 +164,42 @@ impl Fixture {
         })
     }
 
+    /// Like [`Fixture::new`], in a namespace whose pods the pod runner runs as real Ray
+    /// processes (`TestCluster::ray_namespace`), with the RayJob CRD too, and an operator
+    /// that reaches each head by its pod IP, as one outside the cluster's DNS would.
+    pub async fn with_real_ray(
+        prefix: &str,
+        mut options: OperatorOptions,
+    ) -> anyhow::Result<Fixture> {
+        let cluster = crate::cluster().await?;
+        let client = cluster.client().await?;
+        let generated =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/generated");
+        crate::crds::apply_crd_files(
+            &client,
+            &[
+                generated.join("ray.io_rayclusters.yaml").as_path(),
+                generated.join("ray.io_rayjobs.yaml").as_path(),
+            ],
+        )
+        .await?;
+        let ns = cluster.ray_namespace(prefix).await?;
+        let configure = options.configure.take();
+        options.configure = Some(Box::new(move |config: &mut ControllerConfig| {
+            config.ray_head_address = wasmray::ray::HeadAddress::PodIp;
+            config.ray_timeout = Duration::from_secs(10);
+            if let Some(configure) = configure {
+                configure(config);
+            }
+        }));
+        let operator = start_operator(&ns.name, options).await?;
+        Ok(Fixture {
+            client,
+            ns,
+            operator,
+        })
+    }
+
     pub fn clusters(&self) -> Api<RayCluster> {
         Api::namespaced(self.client.clone(), &self.ns.name)
     }

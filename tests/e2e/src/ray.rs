@@ -246,14 +246,57 @@ fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
         .collect()
 }
 
+/// A Ray node as the GCS lists it (through the dashboard's node summary).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RayNode {
+    /// `RAY_CLOUD_INSTANCE_ID`: the pod's name.
+    pub instance_id: String,
+    /// `RAY_NODE_TYPE_NAME`: the pod's group.
+    pub node_type: String,
+    pub alive: bool,
+}
+
+/// The nodes of the Ray cluster whose dashboard listens on `host:port` (a head pod's IP
+/// under the pod runner). Blocking, with a short deadline.
+pub fn gcs_nodes(host: std::net::IpAddr, port: u16) -> anyhow::Result<Vec<RayNode>> {
+    let (status, body) = http_get_at(host, port, "/nodes?view=summary")?;
+    if status != 200 {
+        bail!("the dashboard at {host}:{port} answered {status}: {body}");
+    }
+    let answer: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("the node summary is not JSON: {body}"))?;
+    let summary = answer["data"]["summary"]
+        .as_array()
+        .with_context(|| format!("no node summary in {body}"))?;
+    let mut nodes: Vec<RayNode> = summary
+        .iter()
+        .map(|node| {
+            let raylet = &node["raylet"];
+            let text = |key: &str| raylet[key].as_str().unwrap_or_default().to_owned();
+            RayNode {
+                instance_id: text("instanceId"),
+                node_type: text("nodeTypeName"),
+                alive: raylet["state"] == "ALIVE",
+            }
+        })
+        .collect();
+    nodes.sort();
+    Ok(nodes)
+}
+
 /// A minimal blocking `GET` on 127.0.0.1 (status and body); enough to poll readiness
 /// without an HTTP client in the support crate.
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    http_get_at(std::net::Ipv4Addr::LOCALHOST.into(), port, path)
+}
+
+fn http_get_at(host: std::net::IpAddr, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let address = std::net::SocketAddr::new(host, port);
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
     )?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
