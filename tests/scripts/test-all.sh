@@ -35,8 +35,13 @@ stop_controlplane() {
 }
 trap stop_controlplane EXIT
 
+log "building the pod runner (runs the Ray tests' pods as real Ray processes)"
+cargo build --locked -p wasmray-e2e --bin pod-runner
+runner_bin="${CARGO_TARGET_DIR:-$repo_root/target}/debug/pod-runner"
+
 log "starting the control plane in $run_dir"
-"$cp_bin/testcp" up --dir "$run_dir" >"$run_dir.log" 2>&1 &
+"$cp_bin/testcp" up --dir "$run_dir" --pod-runner "$runner_bin" \
+  --pod-runner-arg="--ray-venv=$WASMRAY_RAY_VENV" >"$run_dir.log" 2>&1 &
 cp_pid=$!
 for _ in $(seq 1 240); do
   [ -f "$run_dir/ready.json" ] && break
