@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The quickstart demo: a real local Kubernetes control plane (tests/controlplane, kwok nodes),
-# the ray.io CRDs, the WasmRay host, a sample RayCluster that it brings to ready and a sample
-# RayJob whose RayCluster it brings to ready.
+# The quickstart demo: a real local Kubernetes control plane (tests/controlplane, kwok nodes, and
+# the pod runner, which runs the pods of the `default` namespace as real local Ray processes),
+# the ray.io CRDs, the WasmRay host, a sample RayCluster whose head and worker join one Ray
+# cluster, and a sample RayJob that runs on it to SUCCEEDED.
 # Stops everything it started on Ctrl-C. With --once it exits after showing the result (CI uses
 # this to prove the quickstart works).
 set -euo pipefail
@@ -11,14 +12,17 @@ cd "$repo_root"
 once=false
 [ "${1:-}" = "--once" ] && once=true
 sample=${DEMO_SAMPLE:-crds/samples/ray-cluster.sample.yaml}
-job_sample=${DEMO_JOB_SAMPLE:-crds/samples/ray-job.k8s-job-mode.yaml}
+job_sample=${DEMO_JOB_SAMPLE:-crds/samples/ray-job.cluster-selector.yaml}
 
 ensure_toolchain
 log "building the control plane (first run: several minutes, then cached)"
 cp_bin=$(tests/controlplane/build.sh)
-log "building the wasmray host and its built-in plugins"
-cargo build --locked -p wasmray
+log "preparing the Ray virtualenv (first run: about 80 MB from PyPI, then cached)"
+ray_venv=$(tests/scripts/ray-venv.sh)
+log "building the wasmray host, its built-in plugins and the pod runner"
+cargo build --locked -p wasmray -p wasmray-e2e --bin wasmray --bin pod-runner
 wasmray_bin="${CARGO_TARGET_DIR:-$repo_root/target}/debug/wasmray"
+runner_bin="${CARGO_TARGET_DIR:-$repo_root/target}/debug/pod-runner"
 
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/wasmray-demo.XXXXXX")
 pids=()
@@ -35,7 +39,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "starting the control plane (logs in $run_dir/logs)"
-"$cp_bin/testcp" up --dir "$run_dir" >"$run_dir/testcp.out" 2>"$run_dir/testcp.err" &
+"$cp_bin/testcp" up --dir "$run_dir" --pod-runner "$runner_bin" --pod-runner-arg="--ray-venv=$ray_venv" \
+  >"$run_dir/testcp.out" 2>"$run_dir/testcp.err" &
 pids+=($!)
 for _ in $(seq 1 360); do
   [ -f "$run_dir/ready.json" ] && break
@@ -51,11 +56,21 @@ log "installing the ray.io CRDs (server-side apply: they exceed client-side appl
 "${kubectl[@]}" wait --for condition=Established --timeout=60s \
   crd/rayclusters.ray.io crd/rayjobs.ray.io crd/rayservices.ray.io >/dev/null
 
+log "opting the default namespace into the pod runner (its pods run real Ray)"
+python3 -c 'import json, sys
+for key, value in json.load(open(sys.argv[1]))["podRunner"]["namespaceAnnotations"].items():
+    print(f"{key}={value}")' "$run_dir/ready.json" |
+  while IFS= read -r annotation; do
+    "${kubectl[@]}" annotate --overwrite namespace default "$annotation" >/dev/null
+  done
+
 log "starting the wasmray host (log in $run_dir/wasmray.log)"
-# One replica: no leader election. /metrics, /healthz and /readyz on loopback only.
+# One replica: no leader election. /metrics, /healthz and /readyz on loopback only. The host
+# runs beside the cluster, not in it: it reaches heads by pod IP (the pod runner relays them).
 endpoints=127.0.0.1:${DEMO_METRICS_PORT:-8080}
 "$wasmray_bin" --plugin-cache-dir "$WASMRAY_CACHE/plugins" --enable-leader-election=false \
-  --metrics-addr "$endpoints" --health-probe-bind-address "$endpoints" >"$run_dir/wasmray.log" 2>&1 &
+  --ray-head-address pod-ip --metrics-addr "$endpoints" --health-probe-bind-address "$endpoints" \
+  >"$run_dir/wasmray.log" 2>&1 &
 pids+=($!)
 
 log "applying $sample"
@@ -67,26 +82,54 @@ if ! "${kubectl[@]}" wait --for=jsonpath='{.status.state}'=ready --timeout=180s 
   exit 1
 fi
 
+head_ip=$("${kubectl[@]}" get "raycluster/$name" -o jsonpath='{.status.head.podIP}')
+log "Ray's own view of $name: its nodes, as the GCS lists them (instance id = pod name)"
+for _ in $(seq 1 60); do
+  nodes=$("$ray_venv/bin/python" - "http://$head_ip:8265" <<'PY' 2>/dev/null || true
+import json, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1] + "/nodes?view=summary", timeout=5) as answer:
+    summary = json.load(answer)["data"]["summary"]
+for node in summary:
+    raylet = node.get("raylet", {})
+    if raylet.get("state") == "ALIVE":
+        print(f"  {raylet.get('nodeName', '?'):<16} {raylet.get('instanceId', '?'):<40} {raylet.get('nodeTypeName', '?')}")
+PY
+)
+  [ "$(printf '%s\n' "$nodes" | grep -c .)" -ge 2 ] && break
+  sleep 2
+done
+printf '  %-16s %-40s %s\n%s\n' "node IP" "instance id (pod)" "node type (group)" "$nodes"
+
 log "applying $job_sample"
 "${kubectl[@]}" apply -f "$job_sample"
 job=$("${kubectl[@]}" get -f "$job_sample" -o jsonpath='{.metadata.name}')
-log "waiting for RayJob $job's RayCluster to be ready"
-if ! "${kubectl[@]}" wait --for=jsonpath='{.status.rayClusterName}' --timeout=60s "rayjob/$job" ||
-  ! "${kubectl[@]}" wait --for=jsonpath='{.status.state}'=ready --timeout=180s \
-    "raycluster/$("${kubectl[@]}" get "rayjob/$job" -o jsonpath='{.status.rayClusterName}')"; then
+log "waiting for RayJob $job to finish on $name"
+deployment=""
+for _ in $(seq 1 300); do
+  deployment=$("${kubectl[@]}" get "rayjob/$job" -o jsonpath='{.status.jobDeploymentStatus}')
+  case "$deployment" in Complete | Failed) break ;; esac
+  sleep 1
+done
+if [ "$deployment" != Complete ] && [ "$deployment" != Failed ]; then
+  "${kubectl[@]}" get "rayjob/$job" -o yaml | tail -n 30 >&2
   tail -n 40 "$run_dir/wasmray.log" >&2
   exit 1
 fi
-
+job_id=$("${kubectl[@]}" get "rayjob/$job" -o jsonpath='{.status.jobId}')
+status=$("${kubectl[@]}" get "rayjob/$job" -o jsonpath='{.status.jobStatus}')
 echo
 "${kubectl[@]}" get rayclusters,rayjobs
 echo
 "${kubectl[@]}" get pods,services,jobs -o wide
 echo
-# kwok pods run no containers, so no Ray dashboard answers and the RayJob stays Initializing;
-# tests/e2e/tests/rayjob.rs runs RayJobs to completion against a real Ray head.
-echo "(kwok pods run no Ray processes: the RayJob waits for a dashboard that never answers.)"
+log "the job's logs (Ray's, through the dashboard)"
+curl -fsS "http://$head_ip:8265/api/jobs/$job_id/logs" | "$ray_venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["logs"], end="")'
 echo
+if [ "$status" != SUCCEEDED ]; then
+  echo "RayJob $job ended $status" >&2
+  exit 1
+fi
+log "RayJob $job: $status"
 cat <<MSG
 WasmRay is running. In another terminal:
   export KUBECONFIG=$KUBECONFIG
@@ -94,10 +137,10 @@ WasmRay is running. In another terminal:
   kubectl get pods -l ray.io/node-type=head
   kubectl describe raycluster $name
   kubectl describe rayjob $job
-  kubectl patch raycluster $name --type json -p '[{"op":"replace","path":"/spec/workerGroupSpecs/0/replicas","value":3}]'
-  kubectl apply -f crds/samples/ray-cluster.gpu-heterogeneous.yaml   # more RayCluster samples in crds/samples/
+  kubectl patch raycluster $name --type json -p '[{"op":"replace","path":"/spec/workerGroupSpecs/0/replicas","value":2}]'
+  curl -s http://$head_ip:8265/nodes?view=summary   # Ray's dashboard of $name, by its head pod IP
   curl -s http://$endpoints/metrics | grep ^kuberay_   # KubeRay's metrics; also /healthz, /readyz
-Host log: $run_dir/wasmray.log    Control plane logs: $run_dir/logs/
+Host log: $run_dir/wasmray.log    Control plane logs: $run_dir/logs/    Pods' logs: $run_dir/pod-runner/pods/
 MSG
 if $once; then exit 0; fi
 echo "Press Ctrl-C to stop and clean up."
