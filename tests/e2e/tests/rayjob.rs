@@ -1,8 +1,13 @@
-//! RayJob end to end: the real control plane (the RayJob's cluster pods run on kwok nodes),
-//! the host controller in-process (one per test, scoped to the test's namespace), and one
-//! real Ray head (Ray 2.60.0 from PyPI) shared by the tests of this process. Each RayJob is
-//! annotated with `wasmray.io/dashboard-address` (copied to the RayCluster it creates) and
-//! the host runs with the override allowed, so the jobs really run on the real head.
+//! RayJob end to end: the real control plane, the host controller in-process (one per test,
+//! scoped to the test's namespace), and real Ray (2.60.0 from PyPI) in one of two ways:
+//! - the RayJob's own cluster ([`Ray::OwnCluster`]): the pod runner runs the cluster's pods
+//!   (and a K8sJobMode submitter) as real Ray processes, and the operator reaches the head by
+//!   its pod IP. For the tests of what happens in Ray: submission, status, logs, stops,
+//!   failures, an operator restart.
+//! - one head shared by the tests of this process ([`Ray::Shared`]), named on each RayJob by the
+//!   `wasmray.io/dashboard-address` annotation (the operator allows the override), while kwok
+//!   runs the pods. For the tests whose point is the Kubernetes side (names, suspension,
+//!   validation, deletion, an existing cluster) or Ray history across clusters that are gone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 use wasmray::controller::{self, ControllerConfig, plugin_host::PluginHost};
 use wasmray::ray::address::DASHBOARD_ADDRESS_ANNOTATION;
-use wasmray::ray::{DashboardAddress, DashboardClient, JobSubmission, SubmitOutcome};
+use wasmray::ray::{DashboardAddress, DashboardClient, HeadAddress, JobSubmission};
 use wasmray::runtime::{Runtime, RuntimeConfig};
 use wasmray_crds::{RayCluster, RayJob};
 use wasmray_e2e::ray::RayHead;
@@ -34,11 +39,13 @@ struct Operator {
 
 impl Operator {
     /// `settings` are the plugin settings (KubeRay's env vars, e.g.
-    /// `delete-rayjob-cr-after-job-finishes`).
+    /// `delete-rayjob-cr-after-job-finishes`); `own_clusters` has it reach heads by pod IP
+    /// instead of honouring the dashboard-address annotation.
     async fn start(
         client: Client,
         namespace: &str,
         settings: &BTreeMap<String, String>,
+        own_clusters: bool,
     ) -> anyhow::Result<Operator> {
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(
@@ -52,7 +59,12 @@ impl Operator {
         let config = ControllerConfig {
             namespaces: vec![namespace.to_owned()],
             concurrency: 4,
-            allow_dashboard_address_override: true,
+            allow_dashboard_address_override: !own_clusters,
+            ray_head_address: if own_clusters {
+                HeadAddress::PodIp
+            } else {
+                HeadAddress::Service
+            },
             ray_timeout: Duration::from_secs(10),
             settings: settings.clone(),
             ..ControllerConfig::default()
@@ -73,24 +85,44 @@ impl Operator {
     }
 }
 
-/// A namespace, the CRDs, an admin client, the Ray head and a running operator.
+/// Where a test's Ray jobs run.
+enum Ray {
+    Shared(&'static RayHead),
+    OwnCluster,
+}
+
+/// A namespace, the CRDs, an admin client, Ray and a running operator.
 struct Fixture {
     client: Client,
     ns: wasmray_e2e::TestNamespace,
-    ray: &'static RayHead,
+    ray: Ray,
     dashboard: DashboardClient,
     settings: BTreeMap<String, String>,
     operator: Option<Operator>,
 }
 
 impl Fixture {
+    /// Jobs on the shared head.
     async fn new(prefix: &str) -> anyhow::Result<Fixture> {
-        Self::with_settings(prefix, BTreeMap::new()).await
+        Self::start(prefix, BTreeMap::new(), false).await
+    }
+
+    /// Jobs on each RayJob's own cluster.
+    async fn own_clusters(prefix: &str) -> anyhow::Result<Fixture> {
+        Self::start(prefix, BTreeMap::new(), true).await
     }
 
     async fn with_settings(
         prefix: &str,
         settings: BTreeMap<String, String>,
+    ) -> anyhow::Result<Fixture> {
+        Self::start(prefix, settings, false).await
+    }
+
+    async fn start(
+        prefix: &str,
+        settings: BTreeMap<String, String>,
+        own_clusters: bool,
     ) -> anyhow::Result<Fixture> {
         let cluster = wasmray_e2e::cluster().await?;
         let client = cluster.client().await?;
@@ -104,10 +136,15 @@ impl Fixture {
             ],
         )
         .await?;
-        let run_dir = cluster.run_dir().to_owned();
-        let ray = tokio::task::spawn_blocking(move || wasmray_e2e::ray::head(&run_dir)).await??;
-        let ns = cluster.namespace(prefix).await?;
-        let operator = Operator::start(client.clone(), &ns.name, &settings).await?;
+        let (ray, ns) = if own_clusters {
+            (Ray::OwnCluster, cluster.ray_namespace(prefix).await?)
+        } else {
+            let run_dir = cluster.run_dir().to_owned();
+            let head =
+                tokio::task::spawn_blocking(move || wasmray_e2e::ray::head(&run_dir)).await??;
+            (Ray::Shared(head), cluster.namespace(prefix).await?)
+        };
+        let operator = Operator::start(client.clone(), &ns.name, &settings, own_clusters).await?;
         Ok(Fixture {
             client,
             ns,
@@ -122,8 +159,16 @@ impl Fixture {
         if let Some(operator) = self.operator.take() {
             operator.shutdown().await;
         }
-        self.operator =
-            Some(Operator::start(self.client.clone(), &self.ns.name, &self.settings).await?);
+        let own_clusters = matches!(self.ray, Ray::OwnCluster);
+        self.operator = Some(
+            Operator::start(
+                self.client.clone(),
+                &self.ns.name,
+                &self.settings,
+                own_clusters,
+            )
+            .await?,
+        );
         Ok(())
     }
 
@@ -152,11 +197,16 @@ impl Fixture {
         self.ns.cleanup(&self.client).await
     }
 
-    /// Polls Ray until the job has `status`.
-    async fn wait_ray_status(&self, job_id: &str, status: &str) -> anyhow::Result<()> {
+    /// Polls Ray (the head `head`) until the job has `status`.
+    async fn wait_ray_status(
+        &self,
+        head: &DashboardAddress,
+        job_id: &str,
+        status: &str,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let job = self.dashboard.job(&self.head(), job_id).await?;
+            let job = self.dashboard.job(head, job_id).await?;
             if job.status == status {
                 return Ok(());
             }
@@ -186,26 +236,67 @@ impl Fixture {
         Api::namespaced(self.client.clone(), &self.ns.name)
     }
 
-    fn head(&self) -> DashboardAddress {
-        DashboardAddress::new(self.ray.dashboard_url())
+    fn shared_head(&self) -> anyhow::Result<&'static RayHead> {
+        match self.ray {
+            Ray::Shared(head) => Ok(head),
+            Ray::OwnCluster => bail!("this test runs its jobs on their own clusters"),
+        }
     }
 
-    /// A RayJob pointed at the real head, with a small cluster and `spec` merged in.
+    /// The dashboard of the RayJob `name`'s Ray: the shared head, or its cluster's head.
+    async fn head(&self, name: &str) -> anyhow::Result<DashboardAddress> {
+        if let Ray::Shared(head) = self.ray {
+            return Ok(DashboardAddress::new(head.dashboard_url()));
+        }
+        let job = self.rayjobs().get(name).await?;
+        let cluster = job.data["status"]["rayClusterName"]
+            .as_str()
+            .filter(|name| !name.is_empty())
+            .with_context(|| format!("RayJob {name} has no cluster yet"))?
+            .to_owned();
+        let cluster = serde_json::to_value(self.clusters().get(&cluster).await?)?;
+        let ip = cluster["status"]["head"]["podIP"]
+            .as_str()
+            .filter(|ip| !ip.is_empty())
+            .with_context(|| format!("the cluster of RayJob {name} reports no head pod IP"))?;
+        Ok(DashboardAddress::new(format!("http://{ip}:8265")))
+    }
+
+    /// `python -c 'code'` with the Ray virtualenv's python.
+    fn entrypoint(&self, code: &str) -> String {
+        match self.ray {
+            Ray::Shared(head) => head.python_entrypoint(code),
+            // The pod runner puts the virtualenv first on the head's PATH.
+            Ray::OwnCluster => {
+                assert!(
+                    !code.contains('\''),
+                    "entrypoint code must not contain single quotes"
+                );
+                format!("python -c '{code}'")
+            }
+        }
+    }
+
+    /// A RayJob with a small cluster and `spec` merged in.
     fn rayjob(&self, name: &str, spec: Value) -> Value {
+        let (annotations, cluster) = match self.ray {
+            Ray::Shared(head) => (
+                json!({DASHBOARD_ADDRESS_ANNOTATION: head.dashboard_url()}),
+                cluster_spec(),
+            ),
+            Ray::OwnCluster => (json!({}), own_cluster_spec()),
+        };
         let mut full = json!({
-            "entrypoint": self.ray.python_entrypoint("print(\"hello from a RayJob\")"),
+            "entrypoint": self.entrypoint("print(\"hello from a RayJob\")"),
             "submissionMode": "HTTPMode",
             "metadata": {"wasmray-test": format!("{}/{name}", self.ns.name)},
-            "rayClusterSpec": cluster_spec(),
+            "rayClusterSpec": cluster,
         });
         merge(&mut full, spec);
         json!({
             "apiVersion": "ray.io/v1",
             "kind": "RayJob",
-            "metadata": {
-                "name": name,
-                "annotations": {DASHBOARD_ADDRESS_ANNOTATION: self.ray.dashboard_url()},
-            },
+            "metadata": {"name": name, "annotations": annotations},
             "spec": full,
         })
     }
@@ -266,12 +357,12 @@ impl Fixture {
         Ok(())
     }
 
-    /// Ray's jobs that carry this RayJob's test metadata (one per submission).
+    /// Ray's jobs that carry this RayJob's test metadata (one per submission), on its Ray.
     async fn ray_jobs_of(&self, name: &str) -> anyhow::Result<Vec<wasmray::ray::JobDetails>> {
         let tag = format!("{}/{name}", self.ns.name);
         Ok(self
             .dashboard
-            .list_jobs(&self.head())
+            .list_jobs(&self.head(name).await?)
             .await?
             .into_iter()
             .filter(|job| {
@@ -326,6 +417,18 @@ fn cluster_spec() -> Value {
     })
 }
 
+/// A head alone, its pods run by the pod runner: a RayJob's own Ray cluster.
+fn own_cluster_spec() -> Value {
+    json!({
+        "rayVersion": "2.60.0",
+        "headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [{
+            "name": "ray-head", "image": "rayproject/ray:2.60.0",
+            "resources": {"limits": {"cpu": "1", "memory": "1G"}},
+        }]}}},
+        "workerGroupSpecs": [],
+    })
+}
+
 /// JSON merge patch semantics, enough for specs.
 fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {
@@ -348,10 +451,10 @@ fn text(status: &Value, field: &str) -> String {
 
 #[tokio::test]
 async fn http_mode_success_completes_and_the_cluster_goes_after_the_ttl() -> anyhow::Result<()> {
-    let fx = Fixture::new("rayjob-http-ok").await?;
+    let fx = Fixture::own_clusters("rayjob-http-ok").await?;
     fx.create(fx.rayjob(
         "ok",
-        json!({"shutdownAfterJobFinishes": true, "ttlSecondsAfterFinished": 3}),
+        json!({"shutdownAfterJobFinishes": true, "ttlSecondsAfterFinished": 10}),
     ))
     .await?;
     let running = fx.wait_deployment("ok", "Running").await?;
@@ -371,6 +474,7 @@ async fn http_mode_success_completes_and_the_cluster_goes_after_the_ttl() -> any
         tokio::time::sleep(POLL).await;
     }
 
+    let head = fx.head("ok").await?;
     let done = fx.wait_deployment("ok", "Complete").await?;
     assert_eq!(done["jobStatus"], "SUCCEEDED", "{done:#}");
     assert!(
@@ -378,7 +482,7 @@ async fn http_mode_success_completes_and_the_cluster_goes_after_the_ttl() -> any
         "{done:#}"
     );
     assert_eq!(done["succeeded"], 1);
-    let logs = fx.dashboard.job_logs(&fx.head(), &job_id).await?;
+    let logs = fx.dashboard.job_logs(&head, &job_id).await?;
     assert!(logs.contains("hello from a RayJob"), "{logs}");
     // Submitted once.
     assert_eq!(fx.ray_jobs_of("ok").await?.len(), 1);
@@ -391,10 +495,8 @@ async fn http_mode_success_completes_and_the_cluster_goes_after_the_ttl() -> any
 
 #[tokio::test]
 async fn a_failing_entrypoint_fails_with_rays_message() -> anyhow::Result<()> {
-    let fx = Fixture::new("rayjob-http-fail").await?;
-    let entrypoint = fx
-        .ray
-        .python_entrypoint("import sys; print(\"bad input\"); sys.exit(3)");
+    let fx = Fixture::own_clusters("rayjob-http-fail").await?;
+    let entrypoint = fx.entrypoint("import sys; print(\"bad input\"); sys.exit(3)");
     fx.create(fx.rayjob("fails", json!({"entrypoint": entrypoint})))
         .await?;
     let failed = fx.wait_deployment("fails", "Failed").await?;
@@ -403,7 +505,7 @@ async fn a_failing_entrypoint_fails_with_rays_message() -> anyhow::Result<()> {
     let message = text(&failed, "message");
     let ray = fx
         .dashboard
-        .job(&fx.head(), &text(&failed, "jobId"))
+        .job(&fx.head("fails").await?, &text(&failed, "jobId"))
         .await?;
     let ray_message = ray.message.unwrap_or_default();
     assert!(!ray_message.is_empty());
@@ -418,8 +520,8 @@ async fn a_failing_entrypoint_fails_with_rays_message() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn active_deadline_fails_the_job_and_stops_it_in_ray() -> anyhow::Result<()> {
-    let fx = Fixture::new("rayjob-deadline").await?;
-    let entrypoint = fx.ray.python_entrypoint("import time; time.sleep(300)");
+    let fx = Fixture::own_clusters("rayjob-deadline").await?;
+    let entrypoint = fx.entrypoint("import time; time.sleep(300)");
     fx.create(fx.rayjob(
         "slow",
         json!({"entrypoint": entrypoint, "activeDeadlineSeconds": 20, "backoffLimit": 2}),
@@ -429,7 +531,7 @@ async fn active_deadline_fails_the_job_and_stops_it_in_ray() -> anyhow::Result<(
     assert_eq!(failed["reason"], "DeadlineExceeded", "{failed:#}");
     // No retry after a deadline, whatever backoffLimit says.
     assert_eq!(failed["failed"], 1, "{failed:#}");
-    fx.wait_ray_status(&text(&failed, "jobId"), "STOPPED")
+    fx.wait_ray_status(&fx.head("slow").await?, &text(&failed, "jobId"), "STOPPED")
         .await?;
     fx.finish().await
 }
@@ -437,7 +539,7 @@ async fn active_deadline_fails_the_job_and_stops_it_in_ray() -> anyhow::Result<(
 #[tokio::test]
 async fn backoff_limit_retries_with_a_new_cluster_and_job_id() -> anyhow::Result<()> {
     let fx = Fixture::new("rayjob-backoff").await?;
-    let entrypoint = fx.ray.python_entrypoint("import sys; sys.exit(1)");
+    let entrypoint = fx.entrypoint("import sys; sys.exit(1)");
     fx.create(fx.rayjob(
         "retry",
         json!({"entrypoint": entrypoint, "backoffLimit": 1}),
@@ -477,38 +579,18 @@ async fn backoff_limit_retries_with_a_new_cluster_and_job_id() -> anyhow::Result
 
 #[tokio::test]
 async fn k8s_job_mode_follows_ray_and_the_submitter_job() -> anyhow::Result<()> {
-    let fx = Fixture::new("rayjob-k8sjob").await?;
-    let entrypoint = fx.ray.python_entrypoint("print(\"submitted by the test\")");
+    let fx = Fixture::own_clusters("rayjob-k8sjob").await?;
+    let entrypoint = fx.entrypoint("print(\"submitted by the test\")");
     fx.create(fx.rayjob(
         "viajob",
         json!({"submissionMode": "K8sJobMode", "entrypoint": entrypoint.clone()}),
     ))
     .await?;
-    // kwok completes the submitter's pod at once without running it, so the test plays the
-    // submitter: it submits the Ray job with the RayJob's id as soon as the id is chosen.
+    // The pod runner runs the submitter's pod for real: it submits with the RayJob's id.
     let chosen = fx
         .wait_status("viajob", "given a job id", |s| !text(s, "jobId").is_empty())
         .await?;
     let job_id = text(&chosen, "jobId");
-    let outcome = fx
-        .dashboard
-        .submit_job(
-            &fx.head(),
-            &JobSubmission {
-                entrypoint,
-                submission_id: job_id.clone(),
-                metadata: [("wasmray-test".to_owned(), format!("{}/viajob", fx.ns.name))].into(),
-                ..JobSubmission::default()
-            },
-        )
-        .await?;
-    assert_eq!(
-        outcome,
-        SubmitOutcome::Submitted {
-            submission_id: job_id.clone()
-        }
-    );
-
     let done = fx.wait_deployment("viajob", "Complete").await?;
     assert_eq!(done["jobStatus"], "SUCCEEDED", "{done:#}");
     // The submitter Job, as KubeRay builds it.
@@ -563,7 +645,13 @@ async fn k8s_job_mode_follows_ray_and_the_submitter_job() -> anyhow::Result<()> 
                 .any(|c| c.type_ == "Complete" && c.status == "True")
         });
     assert!(complete, "the submitter Job is not Complete");
-    assert_eq!(fx.ray_jobs_of("viajob").await?.len(), 1);
+    let submitted = fx.ray_jobs_of("viajob").await?;
+    assert_eq!(submitted.len(), 1, "{submitted:?}");
+    let logs = fx
+        .dashboard
+        .job_logs(&fx.head("viajob").await?, &job_id)
+        .await?;
+    assert!(logs.contains("submitted by the test"), "{logs}");
     fx.finish().await
 }
 
@@ -616,7 +704,7 @@ async fn cluster_selector_runs_on_an_existing_cluster_and_leaves_it() -> anyhow:
     let fx = Fixture::new("rayjob-selector").await?;
     let cluster: RayCluster = serde_json::from_value(json!({
         "apiVersion": "ray.io/v1", "kind": "RayCluster",
-        "metadata": {"name": "shared", "annotations": {DASHBOARD_ADDRESS_ANNOTATION: fx.ray.dashboard_url()}},
+        "metadata": {"name": "shared", "annotations": {DASHBOARD_ADDRESS_ANNOTATION: fx.shared_head()?.dashboard_url()}},
         "spec": cluster_spec(),
     }))?;
     fx.clusters()
@@ -648,9 +736,9 @@ async fn interactive_mode_waits_for_the_users_job_id() -> anyhow::Result<()> {
     let id = format!("byhand-{}", fx.ns.name);
     fx.dashboard
         .submit_job(
-            &fx.head(),
+            &fx.head("byhand").await?,
             &JobSubmission {
-                entrypoint: fx.ray.python_entrypoint("print(\"interactive\")"),
+                entrypoint: fx.entrypoint("print(\"interactive\")"),
                 submission_id: id.clone(),
                 ..JobSubmission::default()
             },
@@ -666,7 +754,7 @@ async fn interactive_mode_waits_for_the_users_job_id() -> anyhow::Result<()> {
 #[tokio::test]
 async fn suspend_tears_down_and_resume_starts_with_new_names() -> anyhow::Result<()> {
     let fx = Fixture::new("rayjob-suspend").await?;
-    let entrypoint = fx.ray.python_entrypoint("import time; time.sleep(60)");
+    let entrypoint = fx.entrypoint("import time; time.sleep(60)");
     fx.create(fx.rayjob(
         "pausable",
         json!({"entrypoint": entrypoint, "shutdownAfterJobFinishes": true}),
@@ -698,7 +786,10 @@ async fn suspend_tears_down_and_resume_starts_with_new_names() -> anyhow::Result
     assert_ne!(text(&resumed, "jobId"), job_id);
     // The shared head outlives the deleted cluster: stop what the test left running there.
     for id in [job_id, text(&resumed, "jobId")] {
-        let _ = fx.dashboard.stop_job(&fx.head(), &id).await;
+        let _ = fx
+            .dashboard
+            .stop_job(&fx.head("pausable").await?, &id)
+            .await;
     }
     fx.finish().await
 }
@@ -706,7 +797,7 @@ async fn suspend_tears_down_and_resume_starts_with_new_names() -> anyhow::Result
 #[tokio::test]
 async fn suspending_a_k8s_job_mode_rayjob_deletes_its_submitter() -> anyhow::Result<()> {
     let fx = Fixture::new("rayjob-suspend-k8s").await?;
-    let entrypoint = fx.ray.python_entrypoint("import time; time.sleep(60)");
+    let entrypoint = fx.entrypoint("import time; time.sleep(60)");
     fx.create(fx.rayjob(
         "pausesub",
         json!({"submissionMode": "K8sJobMode", "entrypoint": entrypoint.clone(),
@@ -722,7 +813,7 @@ async fn suspending_a_k8s_job_mode_rayjob_deletes_its_submitter() -> anyhow::Res
     let job_id = text(&chosen, "jobId");
     fx.dashboard
         .submit_job(
-            &fx.head(),
+            &fx.head("pausesub").await?,
             &JobSubmission {
                 entrypoint,
                 submission_id: job_id.clone(),
@@ -750,7 +841,10 @@ async fn suspending_a_k8s_job_mode_rayjob_deletes_its_submitter() -> anyhow::Res
     // KubeRay's reasons for the submitter's events, not the generic `CreatedJob`.
     fx.wait_event("CreatedRayJobSubmitter").await?;
     fx.wait_event("DeletedRayJobSubmitter").await?;
-    let _ = fx.dashboard.stop_job(&fx.head(), &job_id).await;
+    let _ = fx
+        .dashboard
+        .stop_job(&fx.head("pausesub").await?, &job_id)
+        .await;
     fx.finish().await
 }
 
@@ -838,10 +932,9 @@ async fn invalid_rayjobs_fail_validation_and_create_nothing() -> anyhow::Result<
 
 #[tokio::test]
 async fn a_restarted_operator_neither_submits_twice_nor_loses_the_job() -> anyhow::Result<()> {
-    let mut fx = Fixture::new("rayjob-restart").await?;
-    let entrypoint = fx
-        .ray
-        .python_entrypoint("import time; print(\"started\"); time.sleep(8); print(\"done\")");
+    let mut fx = Fixture::own_clusters("rayjob-restart").await?;
+    let entrypoint =
+        fx.entrypoint("import time; print(\"started\"); time.sleep(8); print(\"done\")");
     fx.create(fx.rayjob("survivor", json!({"entrypoint": entrypoint})))
         .await?;
     let running = fx
@@ -850,7 +943,8 @@ async fn a_restarted_operator_neither_submits_twice_nor_loses_the_job() -> anyho
         })
         .await?;
     let job_id = text(&running, "jobId");
-    let before = fx.dashboard.job(&fx.head(), &job_id).await?;
+    let head = fx.head("survivor").await?;
+    let before = fx.dashboard.job(&head, &job_id).await?;
 
     fx.restart_operator().await?;
     let done = fx.wait_deployment("survivor", "Complete").await?;
@@ -861,7 +955,7 @@ async fn a_restarted_operator_neither_submits_twice_nor_loses_the_job() -> anyho
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0].submission_id.as_deref(), Some(job_id.as_str()));
     assert_eq!(jobs[0].start_time, before.start_time);
-    let logs = fx.dashboard.job_logs(&fx.head(), &job_id).await?;
+    let logs = fx.dashboard.job_logs(&head, &job_id).await?;
     assert_eq!(
         logs.lines().filter(|line| *line == "started").count(),
         1,
@@ -873,13 +967,14 @@ async fn a_restarted_operator_neither_submits_twice_nor_loses_the_job() -> anyho
 #[tokio::test]
 async fn deleting_a_running_rayjob_stops_its_ray_job_first() -> anyhow::Result<()> {
     let fx = Fixture::new("rayjob-delete").await?;
-    let entrypoint = fx.ray.python_entrypoint("import time; time.sleep(300)");
+    let entrypoint = fx.entrypoint("import time; time.sleep(300)");
     fx.create(fx.rayjob("doomed", json!({"entrypoint": entrypoint})))
         .await?;
     let running = fx
         .wait_status("doomed", "running in Ray", |s| s["jobStatus"] == "RUNNING")
         .await?;
     let job_id = text(&running, "jobId");
+    let head = fx.head("doomed").await?;
     let job = fx.rayjobs().get("doomed").await?;
     assert!(
         job.finalizers()
@@ -895,7 +990,7 @@ async fn deleting_a_running_rayjob_stops_its_ray_job_first() -> anyhow::Result<(
         tokio::time::sleep(POLL).await;
     }
     // Ray stops a job asynchronously: the stop was asked for, the status follows.
-    fx.wait_ray_status(&job_id, "STOPPED").await?;
+    fx.wait_ray_status(&head, &job_id, "STOPPED").await?;
     fx.finish().await
 }
 

@@ -436,7 +436,7 @@ impl Runner {
         ip_pod.status.get_or_insert_default().pod_ip = Some(ip.to_string());
         let (network, hosts, slot) = self.sandbox(&ip_pod, uid, &pod_dir).await?;
         let relays = match &network {
-            Some(network) => relays(&spec.containers, ip, network).await,
+            Some(network) => relays(pod, ip, network).await,
             None => Vec::new(),
         };
         let _relays = AbortOnDrop(relays);
@@ -520,7 +520,6 @@ impl Runner {
         uid: &str,
         pod_dir: &Path,
     ) -> anyhow::Result<(Option<Arc<NetworkNamespace>>, PathBuf, u16)> {
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
         let Some(cluster) = ray_cluster_key(pod) else {
             let hosts = pod_dir.join("hosts");
             std::fs::write(&hosts, "")?;
@@ -529,7 +528,7 @@ impl Runner {
             }
             return Ok((None, hosts, 0));
         };
-        let is_head = labels.get(RAY_NODE_TYPE_LABEL).map(String::as_str) == Some("head");
+        let is_head = ray_node_type(pod).as_deref() == Some("head");
         let _creating = self.sandbox_lock.lock().await;
         let existing = lock(&self.state).clusters.contains_key(&cluster);
         if !existing {
@@ -967,19 +966,32 @@ impl ContainerContext {
     }
 }
 
-/// Listeners on the pod's IP in the runner's namespace for each declared TCP port.
+/// Ray's head ports that clients use (GCS, dashboard, client server, Serve), relayed even when
+/// the pod does not declare them: a pod IP answers on every port in a real cluster.
+const HEAD_PORTS: [u16; 4] = [6379, 8265, 10001, 8000];
+
+/// Listeners on the pod's IP in the runner's namespace for each declared TCP port, and for a
+/// head, [`HEAD_PORTS`].
 async fn relays(
-    containers: &[Container],
+    pod: &Pod,
     ip: Ipv4Addr,
     network: &Arc<NetworkNamespace>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut handles = Vec::new();
-    let ports: BTreeSet<u16> = containers
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|spec| spec.containers.as_slice())
+        .unwrap_or_default();
+    let mut ports: BTreeSet<u16> = containers
         .iter()
         .flat_map(|container| container.ports.iter().flatten())
         .filter(|port| port.protocol.as_deref().unwrap_or("TCP") == "TCP")
         .filter_map(|port| u16::try_from(port.container_port).ok())
         .collect();
+    if ray_node_type(pod).as_deref() == Some("head") {
+        ports.extend(HEAD_PORTS);
+    }
     for port in ports {
         let address = SocketAddr::from((ip, port));
         match TcpListener::bind(address).await {
@@ -1121,9 +1133,17 @@ fn project(
     }
 }
 
+/// `head` or `worker` for a Ray pod.
+fn ray_node_type(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(RAY_NODE_TYPE_LABEL)
+        .cloned()
+}
+
 fn memory_estimate(pod: &Pod) -> u64 {
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    match labels.get(RAY_NODE_TYPE_LABEL).map(String::as_str) {
+    match ray_node_type(pod).as_deref() {
         Some("head") => HEAD_MEMORY,
         Some(_) => WORKER_MEMORY,
         None => OTHER_MEMORY,
