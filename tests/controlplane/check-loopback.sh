@@ -4,7 +4,8 @@
 #   tests/controlplane/check-loopback.sh cargo test -p wasmray-e2e
 #
 # Every 0.2 s it lists the TCP and UDP sockets (ss -tunp; run as root to see every process)
-# of the command's process tree and records each peer address that is not 127.0.0.0/8 or
+# of the command's process tree, in every network namespace it uses, and records each peer
+# address that is not 127.0.0.0/8 or
 # ::1 (unconnected sockets, shown with a "*" peer, are skipped). Sampling can miss a
 # connection that opens and closes between two samples; a refused dial to a non-loopback
 # address would still show as SYN-SENT for a while.
@@ -29,7 +30,15 @@ descendants() { # descendants PID: PID and every process below it
 }
 
 sample() { # sample PID...: print "peer process" for non-loopback peers of those pids
-    ss -Htunp state all 2>/dev/null | awk -v pids=" $* " '
+    # Every network namespace the processes live in (the pod runner gives each RayCluster
+    # its own): one `ss` per namespace, entered through one of its processes.
+    local pid ns namespaces=" "
+    for pid in "$@"; do
+        ns=$(readlink "/proc/$pid/ns/net" 2>/dev/null) || continue
+        case "$namespaces" in *" $ns "*) continue ;; esac
+        namespaces+="$ns "
+        nsenter --net="/proc/$pid/ns/net" ss -Htunp state all 2>/dev/null
+    done | awk -v pids=" $* " '
         {
             peer = $6
             if (peer ~ /\*$/ || peer ~ /^127\./ || peer ~ /^\[::1\]/ || peer ~ /^\[::ffff:127\./) next
