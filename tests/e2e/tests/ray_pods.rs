@@ -363,20 +363,26 @@ async fn a_killed_head_is_replaced_and_the_workers_rejoin() -> anyhow::Result<()
         Ok(now[0].clone())
     })
     .await?;
-    let events = fixture.events(name).await?;
-    ensure!(
-        events.iter().any(|event| {
-            event
-                .note
-                .as_deref()
-                .is_some_and(|note| note.contains(&old_head))
-        }),
-        "no event names the failed head {old_head}: {:?}",
-        events
-            .iter()
-            .map(|event| event.note.clone())
-            .collect::<Vec<_>>()
-    );
+    // KubeRay's events for it: the failed head deleted, a new one created.
+    eventually("KubeRay's events for the replaced head", || async {
+        let events = fixture.events(name).await?;
+        let names = |reason: &str, pod: &str| {
+            events.iter().any(|event| {
+                event.reason.as_deref() == Some(reason)
+                    && event.note.as_deref().is_some_and(|note| note.contains(pod))
+            })
+        };
+        ensure!(
+            names("DeletedHeadPod", &old_head) && names("CreatedHeadPod", &new_head),
+            "no DeletedHeadPod event for {old_head} and CreatedHeadPod for {new_head}: {:?}",
+            events
+                .iter()
+                .map(|event| (event.reason.clone(), event.note.clone()))
+                .collect::<Vec<_>>()
+        );
+        Ok(())
+    })
+    .await?;
     fixture.wait_ready(name, 2).await?;
     let nodes = nodes_match_pods(&fixture, name).await?;
     ensure!(
