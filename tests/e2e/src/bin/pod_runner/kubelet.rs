@@ -45,6 +45,8 @@ pub const RAY_CLUSTER_LABEL: &str = "ray.io/cluster";
 pub const RAY_NODE_TYPE_LABEL: &str = "ray.io/node-type";
 
 pub struct Config {
+    /// This executable, for the `exec-pod` step (see `sandbox::pinned_executable`).
+    pub executable: PathBuf,
     pub nodes: Vec<String>,
     pub state_dir: PathBuf,
     pub venv: PathBuf,
@@ -808,7 +810,7 @@ impl ContainerContext {
                     }
                 }
             };
-            let mut child = match sandbox::spawn(&launch) {
+            let mut child = match sandbox::spawn(&self.runner.config.executable, &launch) {
                 Ok(child) => child,
                 Err(error) => {
                     publisher

@@ -111,9 +111,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => available_memory()? / 2,
     };
     tracing::info!(memory_budget_mib = memory_budget >> 20, "memory budget");
+    let executable = sandbox::pinned_executable(&args.state_dir)?;
     let runner = Arc::new(kubelet::Runner::new(
         client,
         kubelet::Config {
+            executable,
             nodes: args.nodes,
             state_dir: std::path::absolute(&args.state_dir)?,
             venv: args.ray_venv,

@@ -147,9 +147,22 @@ pub struct Launch {
     pub log: PathBuf,
 }
 
-/// Starts the container in its own process group.
-pub fn spawn(launch: &Launch) -> anyhow::Result<Child> {
-    let runner = std::env::current_exe().context("the runner's own path")?;
+/// A path to this executable that stays valid while the runner runs: a link (else a copy) in
+/// `dir`. Cargo replaces its output files when a later build of the package differs (a test
+/// build unifies other features), and a replaced binary can no longer be executed by name.
+pub fn pinned_executable(dir: &Path) -> anyhow::Result<PathBuf> {
+    let current = std::env::current_exe().context("the runner's own path")?;
+    let pinned = dir.join("pod-runner.exe");
+    let _ = std::fs::remove_file(&pinned);
+    if std::fs::hard_link(&current, &pinned).is_err() {
+        std::fs::copy(&current, &pinned)
+            .with_context(|| format!("copying {} to {}", current.display(), pinned.display()))?;
+    }
+    Ok(pinned)
+}
+
+/// Starts the container in its own process group; `runner` is [`pinned_executable`].
+pub fn spawn(runner: &Path, launch: &Launch) -> anyhow::Result<Child> {
     let mut command = Command::new("setpriv");
     command.args(["--pdeathsig", "KILL", "--"]);
     if let Some(network) = &launch.network {
