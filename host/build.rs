@@ -19,6 +19,8 @@ use std::process::Command;
 const BUILTIN: &[(&str, &str)] = &[
     ("raycluster", "wasmray-plugin-raycluster"),
     ("rayjob", "wasmray-plugin-rayjob"),
+    ("ray-default", "wasmray-plugin-autoscaler"),
+    ("warm-pool", "wasmray-plugin-warm-pool"),
 ];
 
 /// Plugins built for tests only: their paths are compiled in, never their bytes.

@@ -8,6 +8,8 @@ pub mod crd;
 mod embedded;
 pub mod messages;
 pub mod names;
+pub mod quantity;
+pub mod ray_resources;
 pub mod raycluster;
 pub mod rayjob;
 pub mod rayservice;

@@ -188,6 +188,16 @@ pub struct Flags {
     /// service.
     #[arg(long, value_enum)]
     pub ray_head_address: Option<crate::ray::HeadAddress>,
+
+    /// The autoscaler plugin of RayClusters with autoscaling on that do not pick one with
+    /// the `wasmray.io/autoscaler` annotation (docs/autoscaling.md). Default ray-default.
+    #[arg(long)]
+    pub autoscaler_plugin: Option<String>,
+
+    /// How often the host reads each autoscaled cluster's demand from its GCS. Default
+    /// 500ms.
+    #[arg(long, value_parser = parse_duration)]
+    pub autoscaler_poll_interval: Option<Duration>,
 }
 
 fn parse_feature_gate(text: &str) -> Result<(String, bool), String> {
@@ -344,6 +354,10 @@ pub struct FileConfig {
     pub reconcile_debounce_ms: Option<u64>,
     /// `service` or `pod-ip` (the --ray-head-address flag).
     pub ray_head_address: Option<crate::ray::HeadAddress>,
+    /// The default autoscaler plugin (the --autoscaler-plugin flag).
+    pub autoscaler_plugin: Option<String>,
+    /// The --autoscaler-poll-interval flag, as a Go duration.
+    pub autoscaler_poll_interval: Option<String>,
 }
 
 impl FileConfig {
@@ -587,6 +601,29 @@ impl Settings {
             .ray_head_address
             .or(file.ray_head_address)
             .unwrap_or_default();
+        if let Some(plugin) = flags
+            .autoscaler_plugin
+            .or_else(|| file.autoscaler_plugin.clone())
+        {
+            controller.autoscaler.default_plugin = plugin;
+        }
+        let poll = match (
+            flags.autoscaler_poll_interval,
+            &file.autoscaler_poll_interval,
+        ) {
+            (Some(interval), _) => Some(interval),
+            (None, Some(text)) => Some(
+                parse_duration(text)
+                    .map_err(|message| invalid("autoscalerPollInterval", &message))?,
+            ),
+            (None, None) => None,
+        };
+        if let Some(interval) = poll {
+            if interval.is_zero() {
+                return Err(invalid("autoscalerPollInterval", "must be above zero"));
+            }
+            controller.autoscaler.poll_interval = interval;
+        }
         controller.settings = controller::settings_from_env(|name| std::env::var(name).ok());
         if let Some(delete) = file.delete_ray_job_after_job_finishes {
             let (_, key) = controller::rayjob::SETTINGS_FROM_ENV
@@ -740,6 +777,17 @@ fn check_plugins(plugins: &PluginHost, settings: &Settings) -> Result<(), Plugin
                 plugin.kinds()
             )));
         }
+    }
+    let autoscaler = &settings.controller.autoscaler.default_plugin;
+    let is_autoscaler = registry
+        .get(autoscaler)
+        .is_some_and(|plugin| plugin.role() == Role::Autoscaler);
+    if !is_autoscaler {
+        return Err(PluginSetupError::Binding {
+            kind: "RayCluster autoscaling".to_owned(),
+            plugin: autoscaler.clone(),
+            message: "no autoscaler plugin of that name is registered".to_owned(),
+        });
     }
     if let Some(name) = &settings.batch_scheduler {
         let is_scheduler = registry

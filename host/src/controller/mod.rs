@@ -15,6 +15,7 @@
 //! (what is specific to each kind).
 
 pub mod apply;
+pub mod autoscaler;
 pub mod child_index;
 pub mod events;
 pub mod expectations;
@@ -97,6 +98,8 @@ pub struct ControllerConfig {
     pub object_write_rounds_per_second: u32,
     /// Write rounds one object may make in a burst above that rate.
     pub object_write_burst: u32,
+    /// How the host autoscales RayClusters with autoscaling on.
+    pub autoscaler: autoscaler::AutoscalerConfig,
 }
 
 impl Default for ControllerConfig {
@@ -126,6 +129,7 @@ impl Default for ControllerConfig {
             requeue_floor: Duration::from_secs(1),
             object_write_rounds_per_second: 2,
             object_write_burst: 10,
+            autoscaler: autoscaler::AutoscalerConfig::default(),
         }
     }
 }

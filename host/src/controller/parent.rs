@@ -139,11 +139,25 @@ pub trait ParentKind:
         Vec::new()
     }
 
+    /// Tasks that run beside this kind's controller in one scope, on its caches (a
+    /// RayCluster's autoscaler); they stop with the controller.
+    fn companions(_scope: Companions<Self>) -> Vec<futures::future::BoxFuture<'static, ()>> {
+        Vec::new()
+    }
+
     /// Pods the parent does not own whose state its plugin reads (a label selector in the
     /// parent's namespace), passed with its own pods.
     fn unowned_pods_selector(&self) -> Option<String> {
         None
     }
+}
+
+/// What a companion task of a controller scope gets: the shared state and the scope's
+/// caches of parents and pods.
+pub struct Companions<P: kube::Resource<DynamicType = ()> + 'static> {
+    pub shared: Arc<Shared>,
+    pub parents: reflector::Store<P>,
+    pub pods: Arc<OwnedIndex<PodTable>>,
 }
 
 /// An object in the parent's namespace that the parent refers to by name.
@@ -214,7 +228,7 @@ impl Shared {
             .fetch_add(u64::try_from(writes).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    fn host_facts(&self) -> HostFacts {
+    pub(crate) fn host_facts(&self) -> HostFacts {
         HostFacts {
             operator_version: env!("CARGO_PKG_VERSION").to_owned(),
             feature_gates: self
@@ -1614,6 +1628,14 @@ pub async fn run_controller<P: ParentKind>(
             parent_changed::<P>,
             kube::runtime::PredicateConfig::default(),
         );
+    let companions: Vec<tokio::task::JoinHandle<()>> = P::companions(Companions {
+        shared: shared.clone(),
+        parents: reader.clone(),
+        pods: scope.pods.clone(),
+    })
+    .into_iter()
+    .map(tokio::spawn)
+    .collect();
     let recovery = tokio::spawn(recover_after_outages(
         scope.clone(),
         reader.clone(),
@@ -1648,6 +1670,9 @@ pub async fn run_controller<P: ParentKind>(
         }
     }
     recovery.abort();
+    for companion in companions {
+        companion.abort();
+    }
     for task in watch_tasks
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -256,7 +256,7 @@ impl RayIo {
             }
         }
         let token = match &target.token_secret {
-            Some(secret) => Some(read_token(clusters, secret).await?),
+            Some(secret) => Some(read_token(clusters.client, clusters.namespace, secret).await?),
             None => None,
         };
         Ok(DashboardAddress::new(target.base).with_token(token))
@@ -320,10 +320,13 @@ async fn find_cluster(clusters: &Clusters<'_>, name: &str) -> Result<Value, Stri
     }
 }
 
-/// The token in key `auth_token` of Secret `secret`.
-async fn read_token(clusters: &Clusters<'_>, secret: &str) -> Result<String, String> {
-    let namespace = clusters.namespace;
-    let api: Api<Secret> = Api::namespaced(clusters.client.clone(), namespace);
+/// The token in key `auth_token` of Secret `secret` in `namespace`.
+pub(crate) async fn read_token(
+    client: &Client,
+    namespace: &str,
+    secret: &str,
+) -> Result<String, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let found = api
         .get_opt(secret)
         .await

@@ -1,14 +1,19 @@
-//! What the host needs to know about RayCluster: which children to watch, and which
-//! operator environment variables (KubeRay's) become plugin settings. Everything it decides
+//! What the host needs to know about RayCluster: which children to watch, which operator
+//! environment variables (KubeRay's) become plugin settings, and that its autoscaler runs
+//! beside the controller. Everything it decides
 //! (finalizers, the token Secret, cleanup) is the plugin's.
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use wasmray_crds::RayCluster;
 use wasmray_crds::constants::{
     RAY_CLUSTER_HEADLESS_SERVICE_LABEL_KEY, RAY_CLUSTER_LABEL_KEY,
     RAY_CLUSTER_SERVING_SERVICE_LABEL_KEY,
 };
 
-use super::parent::{ChildWatches, OtherChildWatch, ParentKind};
+use super::autoscaler::Autoscaler;
+use super::parent::{ChildWatches, Companions, OtherChildWatch, ParentKind};
 use super::write_policy::Grant;
 
 /// Name of the built-in RayCluster reconciler plugin in the registry.
@@ -16,6 +21,12 @@ pub const BUILTIN_PLUGIN: &str = "raycluster";
 
 impl ParentKind for RayCluster {
     const EVENT_REPORTER: &'static str = "raycluster-controller";
+
+    /// The host's autoscaler, on the scope's RayCluster and pod caches.
+    fn companions(scope: Companions<Self>) -> Vec<BoxFuture<'static, ()>> {
+        let autoscaler = Arc::new(Autoscaler::new(scope.shared, scope.parents, scope.pods));
+        vec![Box::pin(autoscaler.run())]
+    }
 
     /// The only Job a RayCluster owns is its GCS FT Redis cleanup Job.
     fn child_event_noun(kind: &str) -> &str {

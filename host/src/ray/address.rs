@@ -4,7 +4,9 @@
 //! (tests and demos only, behind an operator flag) the address a cluster annotation names.
 
 use serde_json::Value;
-use wasmray_crds::constants::{DASHBOARD_PORT_NAME, DEFAULT_DASHBOARD_PORT};
+use wasmray_crds::constants::{
+    DASHBOARD_PORT_NAME, DEFAULT_DASHBOARD_PORT, DEFAULT_GCS_SERVER_PORT, GCS_SERVER_PORT_NAME,
+};
 use wasmray_crds::names::{auth_secret_name, check_name};
 
 /// Cluster annotation naming the dashboard address to use instead of the head Service's,
@@ -67,25 +69,74 @@ pub fn dashboard_target(
             ignored_override: false,
         });
     }
-    let host_port = match head {
-        HeadAddress::Service => dashboard_host_port(cluster, cluster_domain),
-        HeadAddress::PodIp => {
-            let ip = cluster["status"]["head"]["podIP"]
-                .as_str()
-                .filter(|ip| !ip.is_empty())
-                .ok_or_else(|| format!("RayCluster {name} reports no head pod IP yet"))?;
-            format!("{ip}:{}", dashboard_port(cluster))
-        }
-    };
+    let host = head_host(cluster, cluster_domain, head)?;
     Ok(DashboardTarget {
-        base: format!("http://{host_port}"),
+        base: format!(
+            "http://{host}:{}",
+            head_port(cluster, DASHBOARD_PORT_NAME, DEFAULT_DASHBOARD_PORT)
+        ),
         token_secret,
         ignored_override: annotated.is_some(),
     })
 }
 
+/// How to reach one cluster's GCS (for autoscaling), before the token is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcsTarget {
+    /// `host:port`.
+    pub address: String,
+    /// The Secret holding the token when the cluster uses token auth.
+    pub token_secret: Option<String>,
+}
+
+/// The GCS of `cluster`: the head's `gcs-server` port (6379 by default) on the head
+/// Service or the head pod's IP. The dashboard override does not apply: it names a
+/// dashboard, not a GCS.
+pub fn gcs_target(
+    cluster: &Value,
+    cluster_domain: &str,
+    head: HeadAddress,
+) -> Result<GcsTarget, String> {
+    let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
+    let auth = &cluster["spec"]["authOptions"];
+    let token_secret = (auth.is_object() && auth["mode"].as_str() != Some("disabled"))
+        .then(|| auth_secret_name(name));
+    let host = head_host(cluster, cluster_domain, head)?;
+    Ok(GcsTarget {
+        address: format!(
+            "{host}:{}",
+            head_port(cluster, GCS_SERVER_PORT_NAME, DEFAULT_GCS_SERVER_PORT)
+        ),
+        token_secret,
+    })
+}
+
+/// The head's host: its Service's DNS name or its pod IP.
+fn head_host(cluster: &Value, cluster_domain: &str, head: HeadAddress) -> Result<String, String> {
+    match head {
+        HeadAddress::Service => Ok(head_service_host(cluster, cluster_domain)),
+        HeadAddress::PodIp => {
+            let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
+            cluster["status"]["head"]["podIP"]
+                .as_str()
+                .filter(|ip| !ip.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("RayCluster {name} reports no head pod IP yet"))
+        }
+    }
+}
+
 /// `<head service>.<namespace>.svc.<domain>:<dashboard port>`: KubeRay's `dashboardURL`.
 pub fn dashboard_host_port(cluster: &Value, cluster_domain: &str) -> String {
+    format!(
+        "{}:{}",
+        head_service_host(cluster, cluster_domain),
+        head_port(cluster, DASHBOARD_PORT_NAME, DEFAULT_DASHBOARD_PORT)
+    )
+}
+
+/// `<head service>.<namespace>.svc.<domain>`.
+fn head_service_host(cluster: &Value, cluster_domain: &str) -> String {
     let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
     let namespace = cluster["metadata"]["namespace"]
         .as_str()
@@ -95,23 +146,20 @@ pub fn dashboard_host_port(cluster: &Value, cluster_domain: &str) -> String {
         .filter(|service| !service.is_empty())
         .map(str::to_owned)
         .unwrap_or_else(|| check_name(&format!("{name}-head-svc")));
-    format!(
-        "{service}.{namespace}.svc.{cluster_domain}:{}",
-        dashboard_port(cluster)
-    )
+    format!("{service}.{namespace}.svc.{cluster_domain}")
 }
 
-/// The head container's port named `dashboard`, else Ray's default.
-fn dashboard_port(cluster: &Value) -> i64 {
+/// The head container's port named `port_name`, else `default`.
+fn head_port(cluster: &Value, port_name: &str, default: i32) -> i64 {
     cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
         .as_array()
         .and_then(|containers| containers.first())
         .and_then(|head| head["ports"].as_array())
         .into_iter()
         .flatten()
-        .find(|port| port["name"].as_str() == Some(DASHBOARD_PORT_NAME))
+        .find(|port| port["name"].as_str() == Some(port_name))
         .and_then(|port| port["containerPort"].as_i64())
-        .unwrap_or(i64::from(DEFAULT_DASHBOARD_PORT))
+        .unwrap_or(i64::from(default))
 }
 
 #[cfg(test)]

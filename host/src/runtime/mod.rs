@@ -433,12 +433,7 @@ impl Runtime {
             wasmray_plugin_autoscale.call_autoscale(input)
         )?;
         let output = answer.map_err(|refusal| refused(&plugin, refusal))?;
-        let groups: Vec<&str> = input
-            .groups
-            .iter()
-            .map(|group| group.name.as_str())
-            .collect();
-        validate::autoscale_output(&output, &groups).map_err(|what| malformed(&plugin, what))?;
+        validate::autoscale_output(&output, input).map_err(|what| malformed(&plugin, what))?;
         Ok(output)
     }
 

@@ -6,7 +6,9 @@
 
 use serde::Deserialize;
 
-use super::bindings::autoscaler::exports::wasmray::plugin::autoscale::AutoscaleOutput;
+use super::bindings::autoscaler::exports::wasmray::plugin::autoscale::{
+    AutoscaleInput, AutoscaleOutput,
+};
 use super::bindings::scheduler::exports::wasmray::plugin::schedule::ScheduleOutput;
 use super::bindings::types::{DesiredObject, Event, WriteMode};
 
@@ -93,14 +95,61 @@ pub fn schedule_output(output: &ScheduleOutput, pod_set_count: usize) -> Result<
     events("events", &output.events)
 }
 
-/// Checks an autoscaler's answer against the groups it was given.
-pub fn autoscale_output(output: &AutoscaleOutput, group_names: &[&str]) -> Result<(), String> {
+/// Checks an autoscaler's answer against its input: every decision names a group of the
+/// cluster once, keeps `replicas` within the group's bounds, leaves a suspended group
+/// alone, and deletes only pods of its own group (never the head, never twice).
+pub fn autoscale_output(output: &AutoscaleOutput, input: &AutoscaleInput) -> Result<(), String> {
+    let mut decided: Vec<&str> = Vec::new();
     for (index, decision) in output.groups.iter().enumerate() {
-        if !group_names.contains(&decision.name.as_str()) {
+        let field = format!("groups[{index}]");
+        let Some(group) = input
+            .groups
+            .iter()
+            .find(|group| group.name == decision.name)
+        else {
             return Err(format!(
-                "groups[{index}].name: unknown worker group {:?}",
+                "{field}.name: unknown worker group {:?}",
                 decision.name
             ));
+        };
+        if decided.contains(&decision.name.as_str()) {
+            return Err(format!(
+                "{field}.name: group {:?} is decided twice",
+                decision.name
+            ));
+        }
+        decided.push(&decision.name);
+        if group.suspended {
+            return Err(format!(
+                "{field}: group {:?} is suspended and cannot be scaled",
+                group.name
+            ));
+        }
+        let min = group.min_replicas.min(group.max_replicas);
+        if decision.replicas > group.max_replicas || decision.replicas < min {
+            return Err(format!(
+                "{field}.replicas: {} is outside [{min}, {}] (minReplicas, maxReplicas) of group {:?}",
+                decision.replicas, group.max_replicas, group.name
+            ));
+        }
+        let mut named: Vec<&str> = Vec::new();
+        for (pod_index, pod) in decision.workers_to_delete.iter().enumerate() {
+            let pod_field = format!("{field}.workers-to-delete[{pod_index}]");
+            let Some(worker) = input.workers.iter().find(|worker| worker.pod == *pod) else {
+                return Err(format!(
+                    "{pod_field}: {pod:?} is not a worker pod of this cluster"
+                ));
+            };
+            if worker.group != group.name {
+                return Err(format!(
+                    "{pod_field}: {pod:?} belongs to group {:?}, not {:?}",
+                    worker.group, group.name
+                ));
+            }
+            if named.contains(&pod.as_str()) {
+                return Err(format!("{pod_field}: {pod:?} is named twice"));
+            }
+            named.push(pod);
         }
     }
     events("events", &output.events)

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use wasmray_crds::constants::{
-    DEFAULT_GCS_SERVER_PORT, HEAD_GROUP_NAME, HEAD_NODE_TYPE, RAY_ENABLE_AUTOSCALER_V2_ENV,
+    DEFAULT_GCS_SERVER_PORT, HEAD_GROUP_NAME, HEAD_NODE_TYPE,
     RAY_EXTERNAL_STORAGE_NS_ANNOTATION_KEY, RAY_FT_ENABLED_ANNOTATION_KEY,
     RAY_ORIGINATED_FROM_CRD_LABEL_KEY, WORKER_NODE_TYPE,
 };
-use wasmray_crds::raycluster::{AutoscalerVersion, RayCluster, WorkerGroupSpec};
+use wasmray_crds::raycluster::{RayCluster, WorkerGroupSpec};
 
 use crate::settings::Settings;
 
@@ -121,7 +121,9 @@ impl<'a> ClusterContext<'a> {
             head_port,
             gcs_ft_enabled: gcs_ft_enabled(cluster),
             autoscaling,
-            autoscaler_v2: autoscaling && autoscaler_v2_requested(cluster),
+            // The host's autoscaler is a v2 autoscaler: Ray's side must be v2 too, so that
+            // `request_resources` and `ray status` go through the GCS it reads and reports to.
+            autoscaler_v2: autoscaling,
             token_auth: cluster.spec.token_auth_enabled(),
             originated_from_crd: cluster
                 .metadata
@@ -176,29 +178,6 @@ pub fn gcs_ft_enabled(cluster: &RayCluster) -> bool {
             .as_ref()
             .and_then(|annotations| annotations.get(RAY_FT_ENABLED_ANNOTATION_KEY))
             .is_some_and(|value| value.eq_ignore_ascii_case("true"))
-}
-
-/// Autoscaler v2: `autoscalerOptions.version: v2` or the head's `RAY_enable_autoscaler_v2`.
-fn autoscaler_v2_requested(cluster: &RayCluster) -> bool {
-    let by_option = cluster
-        .spec
-        .autoscaler_options
-        .as_ref()
-        .and_then(|options| options.version)
-        == Some(AutoscalerVersion::V2);
-    let by_env = GroupView::head(cluster)
-        .ray_container()
-        .and_then(|container| container.env.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|env| {
-            env.name == RAY_ENABLE_AUTOSCALER_V2_ENV
-                && env
-                    .value
-                    .as_deref()
-                    .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-        });
-    by_option || by_env
 }
 
 pub fn cluster_name(cluster: &RayCluster) -> &str {

@@ -9,7 +9,6 @@ pub mod cluster;
 pub mod gcs_ft;
 pub mod ingress;
 pub mod pod;
-pub mod quantity;
 pub mod ray_start;
 pub mod reconcile;
 pub mod scale;

@@ -13,7 +13,7 @@ use wasmray_crds::constants::{
 };
 
 use crate::cluster::{ClusterContext, GroupView, NodeType};
-use crate::quantity::{Quantity, go_float};
+use wasmray_crds::quantity::{Quantity, go_float};
 
 /// Flags whose boolean value is written out (`--log-color=true`) instead of as a switch.
 const VALUED_BOOLEAN_FLAGS: [&str; 2] = ["log-color", "include-dashboard"];

@@ -16,11 +16,11 @@ use wasmray_crds::raycluster::{ClusterState, HeadInfo, RayClusterStatus};
 use wasmray_plugin_sdk::{ContainerState, ObservedService, Pod, Timestamp, lookup};
 
 use crate::cluster::ClusterContext;
-use crate::quantity::Quantity;
 use crate::ray_start::is_gpu_resource;
 use crate::scale::{
     PodMode, PodPlan, RayPod, is_head, is_running_and_ready, is_terminating, is_worker,
 };
+use wasmray_crds::quantity::Quantity;
 
 const TPU_RESOURCE: &str = "google.com/tpu";
 

@@ -3,7 +3,8 @@
 use serde::de::DeserializeOwned;
 
 pub use crate::bindings::autoscaler::exports::wasmray::plugin::autoscale::{
-    AutoscaleInput, AutoscaleOutput, GroupDecision, PlacementGroupDemand, Worker, WorkerGroup,
+    AutoscaleInput, AutoscaleOutput, GangRequest, GroupDecision, LabelConstraint, Node, NodeStatus,
+    PlacementStrategy, RequestCount, ResourceRequest, SelectorOperator, WorkerGroup,
 };
 use crate::{HostFacts, PluginError, Timestamp, from_json};
 
@@ -17,14 +18,16 @@ pub struct Request<C> {
     pub cluster: C,
     /// Its worker groups.
     pub groups: Vec<WorkerGroup>,
-    /// Its workers.
-    pub workers: Vec<Worker>,
-    /// Resource shapes Ray cannot place now, with how many of each.
-    pub pending_demand: Vec<(Resources, u32)>,
+    /// The head node, once its pod exists.
+    pub head: Option<Node>,
+    /// Its worker nodes, one per pod.
+    pub workers: Vec<Node>,
+    /// Tasks and actors Ray cannot place now, by shape.
+    pub pending_requests: Vec<RequestCount>,
     /// Placement groups Ray cannot place now.
-    pub pending_placement_groups: Vec<PlacementGroupDemand>,
-    /// Minimum resources requested with `request_resources`.
-    pub requested_resources: Vec<Resources>,
+    pub pending_gangs: Vec<GangRequest>,
+    /// What `request_resources` asked for: the cluster must be able to hold all of it.
+    pub constraints: Vec<RequestCount>,
     /// "Default", "Conservative" or "Aggressive".
     pub upscaling_mode: String,
     /// `autoscalerOptions.idleTimeoutSeconds`.
@@ -58,10 +61,11 @@ pub fn run<A: Autoscaler>(input: AutoscaleInput) -> Result<AutoscaleOutput, Plug
     A::autoscale(Request {
         cluster,
         groups: input.groups,
+        head: input.head,
         workers: input.workers,
-        pending_demand: input.pending_demand,
-        pending_placement_groups: input.pending_placement_groups,
-        requested_resources: input.requested_resources,
+        pending_requests: input.pending_requests,
+        pending_gangs: input.pending_gangs,
+        constraints: input.constraints,
         upscaling_mode: input.upscaling_mode,
         idle_timeout_seconds: input.idle_timeout_seconds,
         now: input.now,

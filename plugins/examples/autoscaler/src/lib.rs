@@ -1,7 +1,7 @@
 //! Example autoscaler plugin.
 //!
-//! Scale-up: each pending resource shape goes to the first worker group whose single
-//! worker can hold it; the group grows by enough workers for its share of the demand
+//! Scale-up: each pending request goes to the first worker group whose single worker can
+//! hold it; the group grows by enough workers for its share of the demand
 //! (Conservative mode: at most one worker per call). Scale-down: workers idle longer than
 //! the group's (or the cluster's) idle timeout are deleted while the group stays at or
 //! above `minReplicas`. Replicas stay within [min, max].
@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use wasmray_plugin_sdk::autoscaler::{
-    AutoscaleOutput, Autoscaler, GroupDecision, Request, Resources, WorkerGroup,
+    AutoscaleOutput, Autoscaler, GroupDecision, NodeStatus, Request, Resources, WorkerGroup,
 };
 use wasmray_plugin_sdk::serde_json::Value;
 use wasmray_plugin_sdk::{Event, PluginError, export_autoscaler};
@@ -46,14 +46,16 @@ impl Autoscaler for ExampleAutoscaler {
 
     fn autoscale(request: Request<Value>) -> Result<AutoscaleOutput, PluginError> {
         let mut extra_workers: BTreeMap<&str, u32> = BTreeMap::new();
-        for (shape, count) in &request.pending_demand {
+        for pending in &request.pending_requests {
+            let shape = &pending.request.resources;
             if let Some(group) = request.groups.iter().find(|group| fits(group, shape)) {
-                let needed = count.div_ceil(per_worker(group, shape));
+                let needed = pending.count.div_ceil(per_worker(group, shape));
                 *extra_workers.entry(group.name.as_str()).or_default() += needed;
             }
         }
         let mut output = AutoscaleOutput {
             groups: Vec::new(),
+            infeasible: Vec::new(),
             events: Vec::new(),
             requeue_after_ms: Some(30_000),
         };
@@ -70,8 +72,13 @@ impl Autoscaler for ExampleAutoscaler {
             let mut replicas = group.replicas.saturating_add(wanted);
             let mut workers_to_delete = Vec::new();
             if wanted == 0 {
-                for worker in request.workers.iter().filter(|w| w.group == group.name) {
-                    let idle_long = worker.idle_ms.is_some_and(|idle| idle >= timeout_ms);
+                for worker in request
+                    .workers
+                    .iter()
+                    .filter(|w| w.group == group.name && !w.leaving)
+                {
+                    let idle_long =
+                        worker.status == NodeStatus::Idle && worker.idle_ms >= timeout_ms;
                     if idle_long && replicas > group.min_replicas {
                         workers_to_delete.push(worker.pod.clone());
                         replicas -= 1;
