@@ -60,6 +60,9 @@ const DEFAULT_RECALL: Duration = Duration::from_secs(30);
 const FAILURE_RECALL: Duration = Duration::from_secs(10);
 /// The token Secret is read again after this long.
 const TOKEN_TTL: Duration = Duration::from_secs(60);
+/// A head that cannot be reached yet (starting, restarting) is reported only once it has
+/// been so for this long.
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(30);
 /// Events taken from one answer.
 const MAX_PLUGIN_EVENTS: usize = 10;
 
@@ -108,8 +111,10 @@ struct ClusterMemory {
     recall_at: Option<Instant>,
     /// The infeasible demand last reported.
     infeasible: Vec<String>,
-    /// The last failure reported (event), so a repeat is not reported again.
+    /// What identifies the last failure reported (event), so a repeat is not reported again.
     failure: Option<String>,
+    /// Since when the head has been unreachable, in a row.
+    unreachable_since: Option<Instant>,
     /// The token and when it was read.
     token: Option<(String, Instant)>,
     /// Sent with each report to the GCS.
@@ -136,6 +141,16 @@ struct Skip {
     /// CamelCase reason of the Warning event.
     reason: &'static str,
     message: String,
+}
+
+impl Skip {
+    /// The head is not there or does not answer: normal while it starts or restarts.
+    fn head_unreachable(&self) -> bool {
+        matches!(
+            self.reason,
+            "AutoscalerWaitingForHead" | "AutoscalerGcsUnavailable"
+        )
+    }
 }
 
 impl Autoscaler {
@@ -213,9 +228,26 @@ impl Autoscaler {
         let memory = self.memory_of(&uid);
         let mut memory = memory.lock().await;
         match self.step(cluster, &uid, &mut memory).await {
-            Ok(()) => memory.failure = None,
+            Ok(()) => {
+                memory.failure = None;
+                memory.unreachable_since = None;
+            }
             Err(skip) => {
-                if memory.failure.as_deref() != Some(skip.message.as_str()) {
+                if skip.head_unreachable() {
+                    let since = *memory.unreachable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < UNREACHABLE_GRACE {
+                        tracing::debug!(cluster = %cluster.name_any(), message = %skip.message, "the head does not answer yet");
+                        return;
+                    }
+                }
+                // An unreachable head's message varies with how the connection failed: one
+                // report per outage, not per wording.
+                let key = if skip.head_unreachable() {
+                    skip.reason.to_owned()
+                } else {
+                    skip.message.clone()
+                };
+                if memory.failure.as_deref() != Some(key.as_str()) {
                     tracing::warn!(cluster = %cluster.name_any(), namespace = ?cluster.namespace(), reason = skip.reason, message = %skip.message, "not autoscaling this round");
                     self.publish(
                         cluster,
@@ -225,7 +257,7 @@ impl Autoscaler {
                             skip.message.clone(),
                         )],
                     );
-                    memory.failure = Some(skip.message);
+                    memory.failure = Some(key);
                 }
             }
         }

@@ -154,3 +154,130 @@ pub fn autoscale_output(output: &AutoscaleOutput, input: &AutoscaleInput) -> Res
     }
     events("events", &output.events)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::bindings::autoscaler::exports::wasmray::plugin::autoscale::{
+        GroupDecision, Node, NodeStatus, WorkerGroup,
+    };
+    use super::super::bindings::types::{HostFacts, Timestamp};
+    use super::*;
+
+    fn group(name: &str, suspended: bool) -> WorkerGroup {
+        WorkerGroup {
+            name: name.to_owned(),
+            min_replicas: 1,
+            max_replicas: 3,
+            replicas: 2,
+            num_of_hosts: 1,
+            resources: Vec::new(),
+            labels: Vec::new(),
+            idle_timeout_seconds: None,
+            priority: 0,
+            suspended,
+        }
+    }
+
+    fn worker(pod: &str, group: &str) -> Node {
+        Node {
+            pod: pod.to_owned(),
+            group: group.to_owned(),
+            replica: pod.to_owned(),
+            status: NodeStatus::Idle,
+            idle_ms: 0,
+            activity: Vec::new(),
+            total: Vec::new(),
+            available: Vec::new(),
+            labels: Vec::new(),
+            leaving: false,
+        }
+    }
+
+    fn decision(name: &str, replicas: u32, delete: &[&str]) -> GroupDecision {
+        GroupDecision {
+            name: name.to_owned(),
+            replicas,
+            workers_to_delete: delete.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn autoscaler_answers_keep_bounds_groups_and_pods() {
+        let input = AutoscaleInput {
+            cluster: "{}".to_owned(),
+            groups: vec![group("a", false), group("b", false), group("off", true)],
+            head: Some(worker("head", "headgroup")),
+            workers: vec![worker("a-1", "a"), worker("b-1", "b")],
+            pending_requests: Vec::new(),
+            pending_gangs: Vec::new(),
+            constraints: Vec::new(),
+            upscaling_mode: "Default".to_owned(),
+            idle_timeout_seconds: 60,
+            now: Timestamp {
+                seconds: 0,
+                nanos: 0,
+            },
+            config: String::new(),
+            host: HostFacts {
+                operator_version: String::new(),
+                feature_gates: Vec::new(),
+                settings: Vec::new(),
+            },
+        };
+        // (decisions, the error's start, or "" when accepted)
+        let cases: Vec<(Vec<GroupDecision>, &str)> = vec![
+            (vec![decision("a", 3, &[]), decision("b", 1, &["b-1"])], ""),
+            (
+                vec![decision("a", 4, &[])],
+                "groups[0].replicas: 4 is outside [1, 3]",
+            ),
+            (
+                vec![decision("a", 0, &[])],
+                "groups[0].replicas: 0 is outside [1, 3]",
+            ),
+            (
+                vec![decision("c", 1, &[])],
+                "groups[0].name: unknown worker group",
+            ),
+            (
+                vec![decision("a", 2, &[]), decision("a", 3, &[])],
+                "groups[1].name: group \"a\" is decided twice",
+            ),
+            (
+                vec![decision("off", 1, &[])],
+                "groups[0]: group \"off\" is suspended",
+            ),
+            (
+                vec![decision("a", 1, &["b-1"])],
+                "groups[0].workers-to-delete[0]: \"b-1\" belongs to group \"b\"",
+            ),
+            (
+                vec![decision("a", 1, &["head"])],
+                "groups[0].workers-to-delete[0]: \"head\" is not a worker pod",
+            ),
+            (
+                vec![decision("a", 1, &["a-9"])],
+                "groups[0].workers-to-delete[0]: \"a-9\" is not a worker pod",
+            ),
+            (
+                vec![decision("a", 1, &["a-1", "a-1"])],
+                "groups[0].workers-to-delete[1]: \"a-1\" is named twice",
+            ),
+        ];
+        for (groups, expected) in cases {
+            let output = AutoscaleOutput {
+                groups,
+                infeasible: Vec::new(),
+                events: Vec::new(),
+                requeue_after_ms: None,
+            };
+            match autoscale_output(&output, &input) {
+                Ok(()) => assert_eq!(expected, "", "accepted, expected {expected}"),
+                Err(error) => assert!(
+                    !expected.is_empty() && error.starts_with(expected),
+                    "{error:?} does not start with {expected:?}"
+                ),
+            }
+        }
+    }
+}
