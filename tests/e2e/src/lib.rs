@@ -47,6 +47,7 @@ use tokio::sync::OnceCell;
 
 pub mod binary;
 pub mod census;
+pub mod gcs;
 pub mod operator;
 pub mod ray;
 

@@ -316,3 +316,88 @@ async fn a_token_auth_cluster_autoscales() -> anyhow::Result<()> {
     wait_workers(&fixture, name, 0).await?;
     fixture.finish().await
 }
+
+/// The benchmark's stand-in GCS (`wasmray_e2e::gcs`) must answer as a real head does for
+/// the same demand, in everything the host reads: so its figures are about real replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stand_in_gcs_answers_as_ray_does() -> anyhow::Result<()> {
+    let fixture = Fixture::with_real_ray("autoscale-standin", OperatorOptions::default()).await?;
+    let name = "standin";
+    // Autoscaling off: the demand stays pending for the comparison.
+    let mut object = cluster(name, false);
+    object["spec"]["enableInTreeAutoscaling"] = json!(false);
+    fixture.create(object).await?;
+    fixture.wait_ready(name, 1).await?;
+    let head = Head::of(&fixture, name, None).await?;
+    head.submit("pending", TASKS).await?;
+    let status = fixture.status(name).await?;
+    let ip = status["head"]["podIP"]
+        .as_str()
+        .context("head IP")?
+        .to_owned();
+    let pod = fixture
+        .pods(name)
+        .await?
+        .into_iter()
+        .map(|pod| pod.name_any())
+        .find(|pod| pod.contains("head"))
+        .context("no head pod")?;
+    let gcs = wasmray::ray::gcs::GcsClient::new(Duration::from_secs(5));
+    let real = eventually("the two tasks to be pending in the GCS", || async {
+        let state = gcs.cluster_state(&format!("{ip}:6379"), None).await?;
+        let pending: i64 = state
+            .pending_resource_requests
+            .iter()
+            .map(|r| r.count)
+            .sum();
+        ensure!(pending == 2, "{pending} pending");
+        Ok(state)
+    })
+    .await?;
+    let script = wasmray_e2e::gcs::Script {
+        head: (pod.clone(), ip.clone()),
+        pending_tasks: vec![(vec![("CPU".to_owned(), 1.0)], 2)],
+    };
+    let stand_in = wasmray_e2e::gcs::cluster_state(&script, 1);
+    // What the host reads: pending requests as they are, and the head's identity, status
+    // and resource names.
+    ensure!(
+        real.pending_resource_requests == stand_in.pending_resource_requests,
+        "pending requests: Ray {:?}, stand-in {:?}",
+        real.pending_resource_requests,
+        stand_in.pending_resource_requests
+    );
+    let view = |state: &wasmray_ray_proto::autoscaler::ClusterResourceState| {
+        state
+            .node_states
+            .iter()
+            .map(|node| {
+                let mut names: Vec<String> = node.total_resources.keys().cloned().collect();
+                names.sort();
+                let mut labels: Vec<String> = node.labels.keys().cloned().collect();
+                labels.retain(|key| key == "ray.io/node-group" || key == "ray.io/node-id");
+                labels.sort();
+                (
+                    node.instance_id.clone(),
+                    node.ray_node_type_name.clone(),
+                    node.status,
+                    names,
+                    labels,
+                    node.node_id.len(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    ensure!(
+        view(&real) == view(&stand_in),
+        "nodes: Ray {:?}, stand-in {:?}",
+        view(&real),
+        view(&stand_in)
+    );
+    ensure!(
+        real.pending_gang_resource_requests.is_empty()
+            && real.cluster_resource_constraints.is_empty(),
+        "Ray reports more demand than the script: {real:?}"
+    );
+    fixture.finish().await
+}
