@@ -178,3 +178,18 @@ pub async fn lease_holder(client: &Client, namespace: &str, name: &str) -> anyho
         .and_then(|spec| spec.holder_identity)
         .unwrap_or_default())
 }
+
+/// The benchmarks' defaults: the release build of the operator
+/// (`$CARGO_TARGET_DIR/release/wasmray`, else the workspace's `target/`), and a compiled-plugin
+/// cache that outlives runs (`~/.cache/wasmray/scale-bench-code`), so the first run compiles
+/// the plugins and later runs start warm, as the Helm chart's cache volume does.
+pub fn bench_defaults() -> (PathBuf, PathBuf) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let cache = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/wasmray/scale-bench-code");
+    (target.join("release").join("wasmray"), cache)
+}

@@ -44,14 +44,12 @@ struct Flags {
 }
 
 fn parse_flags() -> anyhow::Result<Flags> {
+    let (wasmray, plugin_cache_dir) = wasmray_e2e::binary::bench_defaults();
     let mut flags = Flags {
         clusters: 100,
         concurrency: 8,
-        wasmray: default_binary(),
-        plugin_cache_dir: std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir)
-            .join(".cache/wasmray/scale-bench-code"),
+        wasmray,
+        plugin_cache_dir,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -65,13 +63,6 @@ fn parse_flags() -> anyhow::Result<Flags> {
         }
     }
     Ok(flags)
-}
-
-fn default_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("release").join("wasmray")
 }
 
 fn raycluster_resource() -> ApiResource {
