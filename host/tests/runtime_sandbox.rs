@@ -618,12 +618,14 @@ async fn builtins_load_with_their_roles_and_the_disk_cache_serves_a_restart() {
         shipped,
         [
             ("raycluster", Role::Reconciler),
-            ("rayjob", Role::Reconciler)
+            ("rayjob", Role::Reconciler),
+            ("ray-default", Role::Autoscaler),
+            ("warm-pool", Role::Autoscaler)
         ]
     );
     assert_eq!(
         BUILTIN_PLUGINS.iter().map(|p| p.name).collect::<Vec<_>>(),
-        ["raycluster", "rayjob"],
+        ["raycluster", "rayjob", "ray-default", "warm-pool"],
         "the examples are not shipped in the binary"
     );
     for (name, role) in [
