@@ -442,7 +442,7 @@ impl Autoscaler {
             .map(|group| {
                 let mut labels = group.labels.clone().unwrap_or_default();
                 labels
-                    .entry(RAY_NODE_GROUP_LABEL_KEY_RAY.to_owned())
+                    .entry(RAY_NODE_GROUP_NODE_LABEL.to_owned())
                     .or_insert_with(|| group.group_name.clone());
                 WorkerGroup {
                     name: group.group_name.clone(),
@@ -574,11 +574,7 @@ impl Autoscaler {
                 let Some(node_id) = node_ids.get(pod) else {
                     continue; // no Ray node yet: nothing to drain
                 };
-                let replica = input
-                    .workers
-                    .iter()
-                    .find(|worker| worker.pod == *pod)
-                    .map_or(pod.as_str(), |worker| worker.replica.as_str());
+                let replica = replica_of(input, pod);
                 let outcome = self
                     .gcs
                     .drain_idle_node(
@@ -603,14 +599,9 @@ impl Autoscaler {
             }
             let mut decision = decision.clone();
             if !kept_replicas.is_empty() {
-                decision.workers_to_delete.retain(|pod| {
-                    let replica = input
-                        .workers
-                        .iter()
-                        .find(|worker| worker.pod == *pod)
-                        .map_or(pod.as_str(), |worker| worker.replica.as_str());
-                    !kept_replicas.contains(replica)
-                });
+                decision
+                    .workers_to_delete
+                    .retain(|pod| !kept_replicas.contains(replica_of(input, pod)));
                 decision.replicas = decision
                     .replicas
                     .saturating_add(u32::try_from(kept_replicas.len()).unwrap_or(u32::MAX));
@@ -777,7 +768,16 @@ impl Autoscaler {
 }
 
 /// Ray's node label with the group name (`RAY_NODE_TYPE_NAME`).
-const RAY_NODE_GROUP_LABEL_KEY_RAY: &str = "ray.io/node-group";
+const RAY_NODE_GROUP_NODE_LABEL: &str = "ray.io/node-group";
+
+/// The replica `pod` belongs to (itself unless in a multi-host group).
+fn replica_of<'a>(input: &'a AutoscaleInput, pod: &'a str) -> &'a str {
+    input
+        .workers
+        .iter()
+        .find(|worker| worker.pod == pod)
+        .map_or(pod, |worker| worker.replica.as_str())
+}
 
 fn to_u32(value: i32) -> u32 {
     u32::try_from(value).unwrap_or(0)
@@ -851,7 +851,7 @@ fn node_of(
             activity: Vec::new(),
             available: shape.clone(),
             total: shape,
-            labels: vec![(RAY_NODE_GROUP_LABEL_KEY_RAY.to_owned(), group.to_owned())],
+            labels: vec![(RAY_NODE_GROUP_NODE_LABEL.to_owned(), group.to_owned())],
             leaving: terminating,
         },
     }

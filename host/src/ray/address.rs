@@ -50,12 +50,7 @@ pub fn dashboard_target(
     head: HeadAddress,
     allow_override: bool,
 ) -> Result<DashboardTarget, String> {
-    let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
-    // As the RayCluster type decides it: `authOptions` given with a mode other than
-    // `disabled` (see `RayClusterSpec::token_auth_enabled`).
-    let auth = &cluster["spec"]["authOptions"];
-    let token_secret = (auth.is_object() && auth["mode"].as_str() != Some("disabled"))
-        .then(|| auth_secret_name(name));
+    let token_secret = token_secret(cluster);
     let annotated = cluster["metadata"]["annotations"][DASHBOARD_ADDRESS_ANNOTATION]
         .as_str()
         .map(str::trim)
@@ -97,18 +92,23 @@ pub fn gcs_target(
     cluster_domain: &str,
     head: HeadAddress,
 ) -> Result<GcsTarget, String> {
-    let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
-    let auth = &cluster["spec"]["authOptions"];
-    let token_secret = (auth.is_object() && auth["mode"].as_str() != Some("disabled"))
-        .then(|| auth_secret_name(name));
     let host = head_host(cluster, cluster_domain, head)?;
     Ok(GcsTarget {
         address: format!(
             "{host}:{}",
             head_port(cluster, GCS_SERVER_PORT_NAME, DEFAULT_GCS_SERVER_PORT)
         ),
-        token_secret,
+        token_secret: token_secret(cluster),
     })
+}
+
+/// The Secret with the cluster's token, when it uses token auth: as the RayCluster type
+/// decides it, `authOptions` given with a mode other than `disabled` (see
+/// `RayClusterSpec::token_auth_enabled`).
+fn token_secret(cluster: &Value) -> Option<String> {
+    let name = cluster["metadata"]["name"].as_str().unwrap_or_default();
+    let auth = &cluster["spec"]["authOptions"];
+    (auth.is_object() && auth["mode"].as_str() != Some("disabled")).then(|| auth_secret_name(name))
 }
 
 /// The head's host: its Service's DNS name or its pod IP.
