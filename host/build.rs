@@ -16,11 +16,38 @@ use std::process::Command;
 
 /// Plugins embedded in the operator binary: (registered name, cargo package).
 /// Adding a built-in plugin is one line here.
-const BUILTIN: &[(&str, &str)] = &[
-    ("raycluster", "wasmray-plugin-raycluster"),
-    ("rayjob", "wasmray-plugin-rayjob"),
-    ("ray-default", "wasmray-plugin-autoscaler"),
-    ("warm-pool", "wasmray-plugin-warm-pool"),
+/// (registered name, cargo package, the one feature that selects the component, if any).
+const BUILTIN: &[(&str, &str, Option<&str>)] = &[
+    ("raycluster", "wasmray-plugin-raycluster", None),
+    ("rayjob", "wasmray-plugin-rayjob", None),
+    ("ray-default", "wasmray-plugin-autoscaler", None),
+    ("warm-pool", "wasmray-plugin-warm-pool", None),
+    // One crate, one scheduler component per feature.
+    (
+        "volcano",
+        "wasmray-plugin-batch-schedulers",
+        Some("volcano"),
+    ),
+    (
+        "yunikorn",
+        "wasmray-plugin-batch-schedulers",
+        Some("yunikorn"),
+    ),
+    (
+        "scheduler-plugins",
+        "wasmray-plugin-batch-schedulers",
+        Some("scheduler-plugins"),
+    ),
+    (
+        "kai-scheduler",
+        "wasmray-plugin-batch-schedulers",
+        Some("kai-scheduler"),
+    ),
+    (
+        "kubernetes-was",
+        "wasmray-plugin-batch-schedulers",
+        Some("kubernetes-was"),
+    ),
 ];
 
 /// Plugins built for tests only: their paths are compiled in, never their bytes.
@@ -77,14 +104,14 @@ fn main() -> BuildResult<()> {
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
     let mut shipped = Vec::new();
-    for (name, package) in BUILTIN {
-        let wasm = build_plugin(&workspace, &plugin_target, &out_dir, package)?;
+    for (name, package, feature) in BUILTIN {
+        let wasm = build_plugin(&workspace, &plugin_target, &out_dir, package, *feature)?;
         shipped.push((*name, wasm));
     }
     let mut test_rs = String::new();
     let mut examples = Vec::new();
     for (constant, package, example) in TEST_ONLY {
-        let wasm = build_plugin(&workspace, &plugin_target, &out_dir, package)?;
+        let wasm = build_plugin(&workspace, &plugin_target, &out_dir, package, None)?;
         writeln!(test_rs, "/// Component file of `{package}`.")?;
         writeln!(
             test_rs,
@@ -122,6 +149,7 @@ fn build_plugin(
     plugin_target: &Path,
     out_dir: &Path,
     package: &str,
+    feature: Option<&str>,
 ) -> BuildResult<PathBuf> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
@@ -130,6 +158,9 @@ fn build_plugin(
         .args(["build", "--release", "--target", WASM_TARGET, "-p", package])
         .arg("--target-dir")
         .arg(plugin_target);
+    if let Some(feature) = feature {
+        command.args(["--features", feature]);
+    }
     // The outer build's settings (rustflags for the host, clippy's wrapper, the
     // package's own variables) must not leak into the wasm build; the jobserver, the
     // cargo home and registry settings must.
@@ -167,7 +198,11 @@ fn build_plugin(
     }
     let file = format!("{}.wasm", package.replace('-', "_"));
     let built = plugin_target.join(WASM_TARGET).join("release").join(&file);
-    let embedded = out_dir.join(&file);
+    // Each feature's component is copied out before the next build overwrites the file.
+    let embedded = match feature {
+        Some(feature) => out_dir.join(format!("{}_{}.wasm", package.replace('-', "_"), feature)),
+        None => out_dir.join(&file),
+    };
     std::fs::copy(&built, &embedded)
         .map_err(|err| format!("copying {}: {err}", built.display()))?;
     Ok(embedded)

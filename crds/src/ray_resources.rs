@@ -6,13 +6,72 @@
 //! `rayStartParams`, then the Ray container's limits, then its requests. CPU and memory
 //! round up to whole units as Kubernetes' `Quantity.Value()` does. `object_store_memory`
 //! is never a schedulable resource, so it is left out.
+//!
+//! What a pod or a whole cluster asks of Kubernetes (KubeRay's desired resources, which the
+//! status and the batch schedulers' PodGroups report) is here too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::Value;
 
 use crate::quantity::Quantity;
+use crate::raycluster::{RayClusterSpec, WorkerGroupSpec};
+
+/// What one pod of `template` asks of Kubernetes: per resource name, the requests, falling
+/// back to the limits, summed over the template's containers (init containers aside).
+/// Unparsable quantities are left out (validation reports them).
+pub fn pod_resources(template: &PodTemplateSpec) -> BTreeMap<&str, Quantity> {
+    let mut total: BTreeMap<&str, Quantity> = BTreeMap::new();
+    let containers = template
+        .spec
+        .as_ref()
+        .map(|spec| spec.containers.as_slice());
+    for resources in containers
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.resources.as_ref())
+    {
+        let requests = resources.requests.as_ref();
+        let limits = resources.limits.as_ref();
+        let names = requests
+            .into_iter()
+            .flatten()
+            .chain(limits.into_iter().flatten());
+        let mut seen = BTreeSet::new();
+        for (name, _) in names {
+            if !seen.insert(name.as_str()) {
+                continue;
+            }
+            let quantity = requests
+                .and_then(|r| r.get(name))
+                .or_else(|| limits.and_then(|l| l.get(name)))
+                .and_then(|q| Quantity::parse(&q.0).ok());
+            if let Some(quantity) = quantity {
+                let entry = total.entry(name.as_str()).or_insert(Quantity::ZERO);
+                *entry = *entry + quantity;
+            }
+        }
+    }
+    total
+}
+
+/// What a whole cluster asks of Kubernetes: the head pod plus, for each worker group that
+/// is not suspended, `pods(group)` pods of its template.
+pub fn cluster_resources(
+    spec: &RayClusterSpec,
+    pods: impl Fn(&WorkerGroupSpec) -> i64,
+) -> BTreeMap<&str, Quantity> {
+    let mut total = pod_resources(&spec.head_group_spec.template);
+    for group in spec.worker_groups().iter().filter(|g| !g.is_suspended()) {
+        let count = pods(group);
+        for (name, quantity) in pod_resources(&group.template) {
+            let entry = total.entry(name).or_insert(Quantity::ZERO);
+            *entry = *entry + quantity.times(count);
+        }
+    }
+    total
+}
 
 /// Ray resources of one node of a group: `group_resources` is the group's top-level
 /// `resources` map, `params` its `rayStartParams`, `template` its pod template (the Ray

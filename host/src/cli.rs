@@ -32,6 +32,10 @@ use crate::runtime::Role;
 pub const PARENT_KINDS: [&str; 3] = ["RayCluster", "RayJob", "RayService"];
 /// Plugin setting (host facts) naming the batch scheduler bound by `--batch-scheduler`.
 pub const BATCH_SCHEDULER_SETTING: &str = "batch-scheduler";
+/// KubeRay 1.7's feature gate for Kubernetes' workload-aware (gang) scheduling.
+pub const KUBERNETES_WAS_GATE: &str = "KubernetesWAS";
+/// The scheduler plugin that gate binds RayClusters to.
+pub const KUBERNETES_WAS_SCHEDULER: &str = "kubernetes-was";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -646,11 +650,30 @@ impl Settings {
             .or(file.batch_scheduler.clone())
             .or_else(|| (file.enable_batch_scheduler == Some(true)).then(|| "volcano".to_owned()))
             .filter(|name| !name.trim().is_empty());
+        // KubeRay 1.7's gate for Kubernetes' own gang scheduling is a scheduler of its own.
+        let workload_aware = controller
+            .feature_gates
+            .get(KUBERNETES_WAS_GATE)
+            .copied()
+            .unwrap_or(false);
+        let batch_scheduler = match (batch_scheduler, workload_aware) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    "--feature-gates",
+                    format!(
+                        "the {KUBERNETES_WAS_GATE} feature gate cannot be combined with --batch-scheduler or --enable-batch-scheduler"
+                    ),
+                ));
+            }
+            (None, true) => Some(KUBERNETES_WAS_SCHEDULER.to_owned()),
+            (chosen, false) => chosen,
+        };
         if let Some(name) = &batch_scheduler {
             controller
                 .settings
                 .insert(BATCH_SCHEDULER_SETTING.to_owned(), name.clone());
         }
+        controller.batch_scheduler = batch_scheduler.clone();
 
         Ok(Settings {
             metrics_addr: address("--metrics-addr", flags.metrics_addr.as_ref())?
@@ -1215,6 +1238,28 @@ pluginConfig: {policy: "maxWorkers: 3"}
     }
 
     #[test]
+    fn the_batch_scheduler_binds_rayclusters_and_kubernetes_was_is_one() {
+        let resolve = |args: &[&str]| {
+            Settings::resolve(flags(args), FileConfig::default(), no_files)
+                .map(|settings| settings.controller.batch_scheduler)
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(resolve(&[]), Ok(None));
+        assert_eq!(
+            resolve(&["--batch-scheduler=yunikorn"]),
+            Ok(Some("yunikorn".to_owned()))
+        );
+        assert_eq!(
+            resolve(&["--feature-gates=KubernetesWAS=true"]),
+            Ok(Some(KUBERNETES_WAS_SCHEDULER.to_owned()))
+        );
+        assert_eq!(
+            resolve(&["--feature-gates=KubernetesWAS=true", "--batch-scheduler=volcano"]),
+            Err("--feature-gates: the KubernetesWAS feature gate cannot be combined with --batch-scheduler or --enable-batch-scheduler".to_owned())
+        );
+    }
+
+    #[test]
     fn flags_win_over_the_file_entry_by_entry() {
         let file: FileConfig = serde_yaml::from_str(KUBERAY_FILE).unwrap();
         let flags = flags(&[
@@ -1332,9 +1377,19 @@ pluginConfig: {policy: "maxWorkers: 3"}
         };
         assert_eq!(check(&[]), Ok(()));
         assert_eq!(check(&["--batch-scheduler=example-scheduler"]), Ok(()));
+        // KubeRay's four names and Kubernetes' own gang scheduling are built in.
+        for builtin in [
+            "volcano",
+            "yunikorn",
+            "scheduler-plugins",
+            "kai-scheduler",
+            "kubernetes-was",
+        ] {
+            assert_eq!(check(&[&format!("--batch-scheduler={builtin}")]), Ok(()));
+        }
         assert_eq!(
-            check(&["--batch-scheduler=volcano"]),
-            Err("--batch-scheduler volcano: no scheduler plugin of that name is registered (scheduler plugins: example-scheduler)".to_owned())
+            check(&["--batch-scheduler=slurm"]),
+            Err("--batch-scheduler slurm: no scheduler plugin of that name is registered (scheduler plugins: example-scheduler, kai-scheduler, kubernetes-was, scheduler-plugins, volcano, yunikorn)".to_owned())
         );
         assert!(
             check(&["--batch-scheduler=raycluster"])

@@ -620,12 +620,17 @@ async fn builtins_load_with_their_roles_and_the_disk_cache_serves_a_restart() {
             ("raycluster", Role::Reconciler),
             ("rayjob", Role::Reconciler),
             ("ray-default", Role::Autoscaler),
-            ("warm-pool", Role::Autoscaler)
+            ("warm-pool", Role::Autoscaler),
+            ("volcano", Role::Scheduler),
+            ("yunikorn", Role::Scheduler),
+            ("scheduler-plugins", Role::Scheduler),
+            ("kai-scheduler", Role::Scheduler),
+            ("kubernetes-was", Role::Scheduler)
         ]
     );
     assert_eq!(
         BUILTIN_PLUGINS.iter().map(|p| p.name).collect::<Vec<_>>(),
-        ["raycluster", "rayjob", "ray-default", "warm-pool"],
+        shipped.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
         "the examples are not shipped in the binary"
     );
     for (name, role) in [

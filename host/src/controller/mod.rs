@@ -27,6 +27,7 @@ pub mod plugin_host;
 pub mod ray_io;
 pub mod raycluster;
 pub mod rayjob;
+pub mod scheduling;
 pub mod secrets;
 pub mod status;
 pub mod write_policy;
@@ -42,6 +43,9 @@ pub mod wit {
         ActionResult, ChildKind, DashboardReachability, Deletion, FailedWrite, Finalizer,
         FinalizerIntent, GeneratedSecret, JobObservation, RayAction, RayActionKind, RayJobInfo,
         RayObservations, RayQuery, ReconcileInput, ReconcileOutput, SubmitJob, WriteOperation,
+    };
+    pub use crate::runtime::bindings::scheduler::exports::wasmray::plugin::schedule::{
+        Admission, PodSetPatch, ScheduleInput, ScheduleOutput,
     };
     pub use crate::runtime::bindings::types::{
         DesiredObject, Event, EventType, HostFacts, ObservedObject, ObservedPods, ObservedService,
@@ -100,6 +104,9 @@ pub struct ControllerConfig {
     pub object_write_burst: u32,
     /// How the host autoscales RayClusters with autoscaling on.
     pub autoscaler: autoscaler::AutoscalerConfig,
+    /// The scheduler plugin RayClusters are bound to (KubeRay's `batchScheduler`); an
+    /// object's `wasmray.io/scheduler` annotation overrides it.
+    pub batch_scheduler: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -130,6 +137,7 @@ impl Default for ControllerConfig {
             object_write_rounds_per_second: 2,
             object_write_burst: 10,
             autoscaler: autoscaler::AutoscalerConfig::default(),
+            batch_scheduler: None,
         }
     }
 }

@@ -40,15 +40,16 @@ use super::parent_state::ParentStates;
 use super::plan::{self, Cached, ChildIndex, OwnedChild, ParentView, Plan};
 use super::plugin_host::{CallFailure, PluginHost};
 use super::ray_io::{Clusters, RayIo};
+use super::scheduling;
 use super::secrets::{SecretError, SecretsEnsured};
 use super::status::{
-    DELETION_BLOCKED_CONDITION, THROTTLED_CONDITION, WRITE_FAILURE_CONDITION, condition_reason,
-    host_condition, plugin_failure, plugin_failure_condition, strip_host_conditions, throttled,
-    write_failure,
+    DELETION_BLOCKED_CONDITION, SCHEDULING_HELD_CONDITION, THROTTLED_CONDITION,
+    WRITE_FAILURE_CONDITION, condition_reason, host_condition, plugin_failure,
+    plugin_failure_condition, scheduling_held, strip_host_conditions, throttled, write_failure,
 };
 use super::wit::{
-    DashboardReachability, HostFacts, ObservedObject, ObservedPods, ObservedService,
-    RayObservations, ReconcileInput,
+    Admission, DashboardReachability, DesiredObject, HostFacts, ObservedObject, ObservedPods,
+    ObservedService, RayObservations, ReconcileInput, ReconcileOutput, ScheduleInput,
 };
 use super::write_policy::{Grant, PluginAllowance, WritePolicy};
 use super::{ControllerConfig, PLUGIN_ANNOTATION, Stats, Telemetry};
@@ -121,6 +122,10 @@ pub trait ParentKind:
     /// What a Role among the children may grant (nothing unless the kind says so).
     const ROLE_GRANTS: &'static [Grant] = &[];
 
+    /// Whether the parent's scheduler plugin is consulted before its pods are created (the
+    /// kind whose answers create pods: RayCluster, also when a RayJob owns it).
+    const SCHEDULED: bool = false;
+
     /// The most pods the parent's spec allows, if it bounds them.
     fn pod_ceiling(&self) -> Option<usize> {
         None
@@ -150,6 +155,15 @@ pub trait ParentKind:
     fn unowned_pods_selector(&self) -> Option<String> {
         None
     }
+}
+
+/// What a scheduler decided for one answer, beyond its changes to the pod sets.
+#[derive(Default)]
+struct Scheduled {
+    /// Its objects (e.g. a PodGroup), written before the pods.
+    objects: Vec<DesiredObject>,
+    /// Why the pods are held back, if they are.
+    held: Option<String>,
 }
 
 /// What a companion task of a controller scope gets: the shared state and the scope's
@@ -727,11 +741,31 @@ impl<P: ParentKind> Scope<P> {
             // Before the children that read them.
             report.merge(self.ensure_secrets(parent, uid, &plan.secrets).await?);
         }
+        // The scheduler's objects (a PodGroup) before anything that uses them: if one cannot
+        // be written, no pod of this answer is created, so no gang starts half-way.
+        let mut pods_blocked = false;
+        if !plan.scheduler_objects.is_empty() && !report.cancelled {
+            let written = writer.write_objects(plan.scheduler_objects).await;
+            if let Some(first) = written.errors.first()
+                && !plan.pods.is_empty()
+            {
+                pods_blocked = true;
+                report.events.push((
+                    EventType::Warning,
+                    "FailedToSchedulePods".to_owned(),
+                    format!(
+                        "{} pods not created: an object their scheduler needs could not be written ({first})",
+                        plan.pods.len()
+                    ),
+                ));
+            }
+            report.merge(written);
+        }
         // KubeRay's order: services and other children, then pods.
         if !plan.objects.is_empty() && !report.cancelled {
             report.merge(writer.write_objects(plan.objects).await);
         }
-        if !plan.pods.is_empty() && !report.cancelled {
+        if !plan.pods.is_empty() && !report.cancelled && !pods_blocked {
             report.merge(writer.create_pods(plan.pods).await);
         }
         if !plan.deletions.is_empty() && !report.cancelled {
@@ -784,6 +818,8 @@ impl<P: ParentKind> Scope<P> {
             }
         }
         self.report_write_failures(parent, uid, current_status, &report)
+            .await;
+        self.report_scheduling_hold(parent, uid, current_status, plan.scheduling_held)
             .await;
         if !plan.held_while_deleting.is_empty() {
             let holder = self
@@ -957,6 +993,100 @@ impl<P: ParentKind> Scope<P> {
             self.expectations
                 .expect(uid, [Expectation::ParentVersion(version)]);
         }
+    }
+
+    /// Sets the `SchedulingHeld` condition (and a Normal event when it is new) while the
+    /// scheduler holds the pods back; withdraws it otherwise.
+    async fn report_scheduling_hold(
+        &self,
+        parent: &P,
+        uid: &str,
+        current_status: Option<&Value>,
+        held: Option<String>,
+    ) {
+        let manager = format!("{}-scheduling", self.shared.config.field_manager);
+        let Some(message) = held else {
+            if scheduling_held(current_status).is_some()
+                && let Ok(Some(version)) = self.apply_status(parent, &manager, json!({})).await
+            {
+                self.expectations
+                    .expect(uid, [Expectation::ParentVersion(version)]);
+            }
+            return;
+        };
+        if let Some(condition) = host_condition(
+            current_status,
+            SCHEDULING_HELD_CONDITION,
+            "HeldByScheduler",
+            &message,
+            &now_rfc3339(),
+            parent.meta().generation,
+        ) {
+            self.apply_host_condition(parent, uid, &manager, condition)
+                .await;
+            self.publish(
+                parent,
+                vec![(EventType::Normal, "SchedulingHeld".to_owned(), message)],
+            );
+        }
+    }
+
+    /// Calls the scheduler plugin on the pods the reconciler wants to create: its patches
+    /// change `output`'s pod sets, a hold empties them, its events join the answer's. Its
+    /// objects and hold are returned for the plan.
+    async fn schedule(
+        &self,
+        scheduler: &str,
+        parent_text: String,
+        existing_pods: ObservedPods,
+        output: &mut ReconcileOutput,
+    ) -> Result<Scheduled, CallFailure> {
+        let input = ScheduleInput {
+            kind: P::kind(&()).into_owned(),
+            parent: parent_text,
+            pod_sets: output.create_pods.clone(),
+            existing_pods,
+            now: now(),
+            config: self
+                .shared
+                .config
+                .plugin_config
+                .get(scheduler)
+                .cloned()
+                .unwrap_or_default(),
+            host: self.shared.host_facts(),
+        };
+        self.shared
+            .stats
+            .plugin_calls
+            .fetch_add(1, Ordering::Relaxed);
+        let called = std::time::Instant::now();
+        let answer = self.shared.plugins.schedule(scheduler, &input).await;
+        self.shared.metrics.plugin_call(
+            scheduler,
+            called.elapsed(),
+            answer.as_ref().err().map(|failure| failure.reason.as_str()),
+        );
+        let decision = answer?;
+        scheduling::patch_pod_sets(&mut output.create_pods, &decision.patches).map_err(|what| {
+            CallFailure {
+                reason: "PluginMalformedOutput".to_owned(),
+                message: format!("the answer of scheduler {scheduler} was not carried out: {what}"),
+                retry_after: None,
+            }
+        })?;
+        output.events.extend(decision.events);
+        let held = match decision.admission {
+            Admission::Admit => None,
+            Admission::Hold(why) => {
+                output.create_pods.clear();
+                Some(format!("scheduler {scheduler} holds the pods: {why}"))
+            }
+        };
+        Ok(Scheduled {
+            objects: decision.extra_objects,
+            held,
+        })
     }
 
     fn throttled_manager(&self) -> String {
@@ -1249,10 +1379,22 @@ async fn reconcile<P: ParentKind>(
         return Ok(Action::await_change());
     };
     let plugin = scope.plugin_for(&parent);
+    let scheduler = if P::SCHEDULED && !deleting {
+        scheduling::scheduler_for(
+            parent.annotations(),
+            scope.shared.config.batch_scheduler.as_deref(),
+        )
+    } else {
+        None
+    };
     // The status as it is (host conditions included) is compared with the answer's later; it is
     // small, so it is copied rather than the whole parent.
     let current_status = parent_json.get("status").cloned();
     let mut input = scope.gather(&parent, parent_json, &uid);
+    // What the scheduler sees of the parent is what the reconciler saw.
+    let schedule_basis = scheduler
+        .as_ref()
+        .map(|_| (input.parent.clone(), input.pods.clone()));
     scope.observe_outside(&parent, &mut input).await?;
     let known: Vec<ObservedObject> = input
         .children
@@ -1283,7 +1425,7 @@ async fn reconcile<P: ParentKind>(
         answer.as_ref().err().map(|failure| failure.reason.as_str()),
     );
     let current_status = current_status.as_ref();
-    let output = match answer {
+    let mut output = match answer {
         Ok(output) => output,
         Err(failure) => {
             scope
@@ -1292,6 +1434,23 @@ async fn reconcile<P: ParentKind>(
             return Err(ReconcileError::Plugin(failure));
         }
     };
+    let mut scheduled = Scheduled::default();
+    if let (Some(scheduler), Some((parent_text, existing_pods))) = (&scheduler, schedule_basis)
+        && !output.create_pods.is_empty()
+    {
+        match scope
+            .schedule(scheduler, parent_text, existing_pods, &mut output)
+            .await
+        {
+            Ok(decision) => scheduled = decision,
+            Err(failure) => {
+                scope
+                    .record_plugin_failure(&parent, &uid, current_status, &failure)
+                    .await;
+                return Err(ReconcileError::Plugin(failure));
+            }
+        }
+    }
     scope.ray.delivered(&uid, results_passed);
     let Some(owner) = controller_ref(&*parent) else {
         // Only objects without a uid lack an owner reference; the API server gives every
@@ -1336,14 +1495,41 @@ async fn reconcile<P: ParentKind>(
             .filter(|entry| !entry.terminating)
             .count(),
     };
-    let plan = match plan::plan(output, &view, &children, &policy) {
+    let planned = plan::plan(output, &view, &children, &policy)
+        .map_err(|refusal| (plugin.as_str(), refusal))
+        .and_then(|mut plan| {
+            let Some(scheduler) = &scheduler else {
+                return Ok(plan);
+            };
+            let allowance = scope
+                .shared
+                .config
+                .allowances
+                .get(scheduler)
+                .unwrap_or(&default_allowance);
+            let scheduler_policy = WritePolicy {
+                kinds: scheduling::SCHEDULER_KINDS,
+                extra_kinds: &allowance.extra_kinds,
+                grants: &[],
+                limits: &allowance.limits,
+                pod_ceiling: None,
+                pods_owned: 0,
+            };
+            plan.scheduler_objects =
+                plan::scheduler_objects(&scheduled.objects, &view, &children, &scheduler_policy)
+                    .map_err(|refusal| (scheduler.as_str(), refusal))?;
+            plan.scheduling_held = scheduled.held.take();
+            Ok(plan)
+        });
+    let plan = match planned {
         Ok(plan) => plan,
-        Err(refusal) => {
-            let failure = CallFailure::refused_answer(&scope.shared.plugins, &plugin, &refusal);
+        Err((refused_plugin, refusal)) => {
+            let failure =
+                CallFailure::refused_answer(&scope.shared.plugins, refused_plugin, &refusal);
             scope
                 .shared
                 .metrics
-                .plugin_failure(&plugin, &failure.reason);
+                .plugin_failure(refused_plugin, &failure.reason);
             scope
                 .record_plugin_failure(&parent, &uid, current_status, &failure)
                 .await;

@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use super::status::status_differs;
 use super::wit::{
-    ChildKind, Deletion, FinalizerIntent, GeneratedSecret, RayAction, RayActionKind, RayQuery,
-    ReconcileOutput, WriteMode,
+    ChildKind, Deletion, DesiredObject, FinalizerIntent, GeneratedSecret, RayAction, RayActionKind,
+    RayQuery, ReconcileOutput, WriteMode,
 };
 use super::write_policy::WritePolicy;
 
@@ -182,6 +182,10 @@ pub struct Plan {
     pub release_finalizers: Option<Vec<String>>,
     /// Finalizers the plugin keeps on a parent that is being deleted: its deletion waits.
     pub held_while_deleting: Vec<String>,
+    /// The scheduler's objects, written before everything else; the pods wait for them.
+    pub scheduler_objects: Vec<PreparedObject>,
+    /// Why the scheduler holds the pods back (then `pods` is empty).
+    pub scheduling_held: Option<String>,
 }
 
 impl Plan {
@@ -190,6 +194,7 @@ impl Plan {
         self.add_finalizers.is_none()
             && self.secrets.is_empty()
             && self.objects.is_empty()
+            && self.scheduler_objects.is_empty()
             && self.pods.is_empty()
             && self.deletions.is_empty()
             && self.status.is_none()
@@ -206,16 +211,8 @@ pub fn plan(
 ) -> Result<Plan, MalformedAnswer> {
     let (add_finalizers, release_finalizers, held_while_deleting) = finalizers(&output, parent)?;
     let secrets = secrets(&output.generated_secrets)?;
-    let mut objects = objects(&output, parent, policy)?;
-    for object in &mut objects {
-        if object.mode == WriteMode::Apply {
-            let name = object.object.metadata.name.as_deref().unwrap_or_default();
-            object.owned = matches!(
-                children.find(&object.api_version, &object.kind, name),
-                Cached::Owned(_)
-            );
-        }
-    }
+    let mut objects = objects(&output.apply, "apply", parent, policy)?;
+    mark_owned(&mut objects, children);
     let pods = pods(&output, parent, policy)?;
     let deletions = deletions(&output, &objects, parent, children, policy)?;
     let limits = policy.limits;
@@ -294,7 +291,36 @@ pub fn plan(
             .map(|millis| Duration::from_millis(millis.max(1))),
         release_finalizers,
         held_while_deleting,
+        scheduler_objects: Vec::new(),
+        scheduling_held: None,
     })
+}
+
+/// Checks and parses a scheduler's extra objects (field `extra-objects`) for `parent`
+/// against the scheduler's write `policy`.
+pub fn scheduler_objects(
+    desired_objects: &[DesiredObject],
+    parent: &ParentView<'_>,
+    children: &dyn ChildIndex,
+    policy: &WritePolicy<'_>,
+) -> Result<Vec<PreparedObject>, MalformedAnswer> {
+    let mut prepared = objects(desired_objects, "extra-objects", parent, policy)?;
+    mark_owned(&mut prepared, children);
+    Ok(prepared)
+}
+
+/// Objects to apply that the parent owns already are patched directly; others are created
+/// first (and taken over only if the parent controls them).
+fn mark_owned(objects: &mut [PreparedObject], children: &dyn ChildIndex) {
+    for object in objects {
+        if object.mode == WriteMode::Apply {
+            let name = object.object.metadata.name.as_deref().unwrap_or_default();
+            object.owned = matches!(
+                children.find(&object.api_version, &object.kind, name),
+                Cached::Owned(_)
+            );
+        }
+    }
 }
 
 /// When to call again: what the plugin asked for, but promptly after an action or a new
@@ -421,27 +447,27 @@ fn types_of(object: &DynamicObject) -> Option<(String, String)> {
 }
 
 fn objects(
-    output: &ReconcileOutput,
+    desired_objects: &[DesiredObject],
+    field: &str,
     parent: &ParentView<'_>,
     policy: &WritePolicy<'_>,
 ) -> Result<Vec<PreparedObject>, MalformedAnswer> {
-    if output.apply.len() > policy.limits.objects_per_answer {
+    if desired_objects.len() > policy.limits.objects_per_answer {
         return Err(refused(
             AnswerRule::OverLimit,
-            "apply",
+            field,
             format!(
                 "{} objects, over the limit of {} (objects-per-answer)",
-                output.apply.len(),
+                desired_objects.len(),
                 policy.limits.objects_per_answer
             ),
         ));
     }
-    let prepared = output
-        .apply
+    let prepared = desired_objects
         .iter()
         .enumerate()
         .map(|(index, desired)| {
-            let what = format!("apply[{index}].object");
+            let what = format!("{field}[{index}].object");
             let mut object: DynamicObject = serde_json::from_str(&desired.object)
                 .map_err(|error| malformed(&what, format!("not a Kubernetes object: {error}")))?;
             let (api_version, kind) = types_of(&object)
@@ -506,7 +532,7 @@ fn objects(
                     refused(
                         AnswerRule::NotAllowed,
                         format!(
-                            "apply[{index}].object ({} {})",
+                            "{field}[{index}].object ({} {})",
                             object.kind,
                             object.object.metadata.name.as_deref().unwrap_or_default()
                         ),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::runtime::{
     CallError, Plugin, PluginId, ReconcileInput, ReconcileOutput, Role, Runtime, RuntimeConfig,
+    ScheduleInput, ScheduleOutput,
 };
 
 /// Why a plugin call gave no usable answer.
@@ -172,5 +173,14 @@ impl PluginHost {
             });
         }
         Ok(self.runtime.reconcile_with(&installed, &input).await?)
+    }
+
+    /// Calls the scheduler `plugin`.
+    pub async fn schedule(
+        &self,
+        plugin: &str,
+        input: &ScheduleInput,
+    ) -> Result<ScheduleOutput, CallFailure> {
+        Ok(self.runtime.schedule(plugin, input).await?)
     }
 }

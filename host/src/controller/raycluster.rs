@@ -21,6 +21,7 @@ pub const BUILTIN_PLUGIN: &str = "raycluster";
 
 impl ParentKind for RayCluster {
     const EVENT_REPORTER: &'static str = "raycluster-controller";
+    const SCHEDULED: bool = true;
 
     /// The host's autoscaler, on the scope's RayCluster and pod caches.
     fn companions(scope: Companions<Self>) -> Vec<BoxFuture<'static, ()>> {

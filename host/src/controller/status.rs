@@ -3,7 +3,7 @@
 //!
 //! Status is written with server-side apply on the status subresource. The plugin's status
 //! goes in under the host's field manager; each host condition (`PluginFailure`,
-//! `DeletionBlocked`, `WriteFailure`, `Throttled`) under a manager of its own, so each can be set and removed without
+//! `DeletionBlocked`, `WriteFailure`, `Throttled`, `SchedulingHeld`) under a manager of its own, so each can be set and removed without
 //! touching the others (conditions are a list-map keyed by `type`).
 
 use serde_json::{Map, Value, json};
@@ -18,11 +18,14 @@ pub const WRITE_FAILURE_CONDITION: &str = "WriteFailure";
 /// Condition type the host sets while an object keeps hitting a host limit (the requeue
 /// floor, the per-object write rate).
 pub const THROTTLED_CONDITION: &str = "Throttled";
-const HOST_CONDITIONS: [&str; 4] = [
+/// Condition type the host sets while the object's scheduler plugin holds its pods back.
+pub const SCHEDULING_HELD_CONDITION: &str = "SchedulingHeld";
+const HOST_CONDITIONS: [&str; 5] = [
     PLUGIN_FAILURE_CONDITION,
     DELETION_BLOCKED_CONDITION,
     WRITE_FAILURE_CONDITION,
     THROTTLED_CONDITION,
+    SCHEDULING_HELD_CONDITION,
 ];
 
 fn conditions_mut(status: &mut Value) -> Option<&mut Vec<Value>> {
@@ -65,6 +68,11 @@ pub fn plugin_failure(status: Option<&Value>) -> Option<&Value> {
 /// The host's `WriteFailure` condition in a status, if set.
 pub fn write_failure(status: Option<&Value>) -> Option<&Value> {
     condition_of(status, WRITE_FAILURE_CONDITION)
+}
+
+/// The host's `SchedulingHeld` condition in a status, if set.
+pub fn scheduling_held(status: Option<&Value>) -> Option<&Value> {
+    condition_of(status, SCHEDULING_HELD_CONDITION)
 }
 
 /// The host's `Throttled` condition in a status, if set.

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -21,6 +20,7 @@ use crate::scale::{
     PodMode, PodPlan, RayPod, is_head, is_running_and_ready, is_terminating, is_worker,
 };
 use wasmray_crds::quantity::Quantity;
+use wasmray_crds::ray_resources::cluster_resources;
 
 const TPU_RESOURCE: &str = "google.com/tpu";
 
@@ -350,52 +350,11 @@ fn update_counters(ctx: &ClusterContext, status: &mut RayClusterStatus, pods: &[
     status.max_worker_replicas = Some(max);
 }
 
-/// Requests per resource, falling back to limits, over every container of the template.
-fn template_resources(template: &PodTemplateSpec) -> BTreeMap<&str, Quantity> {
-    let mut total: BTreeMap<&str, Quantity> = BTreeMap::new();
-    let containers = template
-        .spec
-        .as_ref()
-        .map(|spec| spec.containers.as_slice());
-    for resources in containers
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|c| c.resources.as_ref())
-    {
-        let requests = resources.requests.as_ref();
-        let limits = resources.limits.as_ref();
-        let names = requests
-            .into_iter()
-            .flatten()
-            .chain(limits.into_iter().flatten());
-        let mut seen = std::collections::BTreeSet::new();
-        for (name, _) in names {
-            if !seen.insert(name.as_str()) {
-                continue;
-            }
-            let quantity = requests
-                .and_then(|r| r.get(name))
-                .or_else(|| limits.and_then(|l| l.get(name)))
-                .and_then(|q| Quantity::parse(&q.0).ok());
-            if let Some(quantity) = quantity {
-                let entry = total.entry(name.as_str()).or_insert(Quantity::ZERO);
-                *entry = *entry + quantity;
-            }
-        }
-    }
-    total
-}
-
 fn update_desired_resources(ctx: &ClusterContext, status: &mut RayClusterStatus) {
-    let spec = &ctx.cluster.spec;
-    let mut total: BTreeMap<&str, Quantity> = template_resources(&spec.head_group_spec.template);
-    for group in spec.worker_groups().iter().filter(|g| !g.is_suspended()) {
-        let pods = i64::from(group.replicas.unwrap_or(0)) * i64::from(group.num_of_hosts());
-        for (name, quantity) in template_resources(&group.template) {
-            let entry = total.entry(name).or_insert(Quantity::ZERO);
-            *entry = *entry + quantity.times(pods);
-        }
-    }
+    // KubeRay counts the raw replicas here, not clamped to the group's bounds.
+    let total = cluster_resources(&ctx.cluster.spec, |group| {
+        i64::from(group.replicas.unwrap_or(0)) * i64::from(group.num_of_hosts())
+    });
     let sum = |matches: &dyn Fn(&str) -> bool| {
         let quantity = total
             .iter()

@@ -66,6 +66,7 @@ impl Scheduler for ExampleScheduler {
                 labels: Vec::new(),
                 annotations: annotations.clone(),
                 priority_class_name: None,
+                scheduling_group: None,
             });
         }
         if let Some(queue) = &config.queue {

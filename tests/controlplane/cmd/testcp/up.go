@@ -99,6 +99,12 @@ type readyInfo struct {
 	PodRunner      *podRunnerInfo `json:"podRunner,omitempty"`
 }
 
+// workloadAwareGates turns on Kubernetes' workload-aware scheduling in the API server,
+// controller-manager and scheduler: pods of a scheduling.k8s.io PodGroup with a gang policy
+// are scheduled all at once or not at all. Pods outside such a group are unaffected. A
+// later --feature-gates in the *-arg flags adds to these.
+const workloadAwareGates = "--feature-gates=GenericWorkload=true,GangScheduling=true"
+
 func runUp(args []string) int {
 	opts := upOptions{}
 	fs := pflag.NewFlagSet("up", pflag.ContinueOnError)
@@ -349,6 +355,9 @@ func (c *cluster) start(ctx context.Context) error {
 		"--audit-policy-file=" + c.path("audit-policy.yaml"),
 		"--audit-log-path=" + c.path("audit.log"),
 		"--profiling=false",
+		workloadAwareGates,
+		// The Workload and PodGroup API the gang scheduler reads (alpha in 1.36).
+		"--runtime-config=scheduling.k8s.io/v1alpha2=true",
 	}, c.opts.apiserverArgs...)
 	admin, err := clientcmd.BuildConfigFromFlags("", c.path("kubeconfig"))
 	if err != nil {
@@ -385,6 +394,7 @@ func (c *cluster) start(ctx context.Context) error {
 		// garbage collector and Job controller the bottleneck instead of the code under test.
 		"--kube-api-qps=100", "--kube-api-burst=200",
 		"--profiling=false",
+		workloadAwareGates,
 	}, c.opts.kcmArgs...), nil)
 	if err != nil {
 		return err
@@ -397,6 +407,7 @@ func (c *cluster) start(ctx context.Context) error {
 		"--bind-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(c.ports["kubeScheduler"]),
 		"--profiling=false",
+		workloadAwareGates,
 	}, c.opts.schedulerArgs...), nil)
 	if err != nil {
 		return err
