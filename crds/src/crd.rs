@@ -51,9 +51,37 @@ fn tidy_schema(schema: &mut Value) {
             if let Some(Value::Object(values)) = map.get_mut("additionalProperties") {
                 values.remove("description");
             }
+            if let Some(Value::Object(properties)) = map.get_mut("properties") {
+                kubernetes_defaults(properties);
+            }
             map.values_mut().for_each(tidy_schema);
         }
         Value::Array(items) => items.iter_mut().for_each(tidy_schema),
         _ => {}
+    }
+}
+
+/// The `+default` markers of the core API types inside pod and Service templates, which
+/// KubeRay's CRDs (generated from the Go types) carry and the derived schema lacks: the API
+/// server then fills them in as for KubeRay, so that a template reads back the same. Kueue,
+/// for one, compares a RayJob's templates with its Workload's, whose CRD has these defaults.
+fn kubernetes_defaults(properties: &mut serde_json::Map<String, Value>) {
+    let has = |properties: &serde_json::Map<String, Value>, names: &[&str]| {
+        names.iter().all(|name| properties.contains_key(*name))
+    };
+    // ContainerPort and ServicePort: `protocol` defaults to TCP.
+    let port = has(properties, &["containerPort", "protocol"])
+        || has(properties, &["port", "targetPort", "protocol"]);
+    // GRPCAction: `service` defaults to the empty name.
+    let grpc = properties.len() == 2 && has(properties, &["port", "service"]);
+    let defaults: &[(&str, &str)] = match (port, grpc) {
+        (true, _) => &[("protocol", "TCP")],
+        (_, true) => &[("service", "")],
+        _ => &[],
+    };
+    for (field, default) in defaults {
+        if let Some(Value::Object(schema)) = properties.get_mut(*field) {
+            schema.insert("default".into(), Value::String((*default).to_owned()));
+        }
     }
 }
