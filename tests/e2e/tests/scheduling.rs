@@ -80,6 +80,14 @@ fn dynamic_api(fx: &Fixture, group: &str, version: &str, kind: &str) -> Api<Dyna
     Api::namespaced_with(fx.client.clone(), &fx.ns.name, &resource)
 }
 
+/// The object once the operator has written it.
+async fn created(api: &Api<DynamicObject>, name: &str) -> anyhow::Result<DynamicObject> {
+    eventually(&format!("{name} written"), || async {
+        Ok(api.get(name).await?)
+    })
+    .await
+}
+
 fn owned_by(object: &DynamicObject, uid: &str) -> bool {
     object
         .owner_references()
@@ -175,15 +183,12 @@ async fn a_gang_that_does_not_fit_waits_whole_and_is_scheduled_in_one_piece() ->
             pod_spec["nodeSelector"] = json!({&key: "yes"});
             pod_spec["tolerations"] = json!([{"key": &key, "operator": "Exists"}]);
         }
-        let created = fx.create(spec).await?;
-        let uid = created.uid().context("uid")?;
+        let cluster = fx.create(spec).await?;
+        let uid = cluster.uid().context("uid")?;
 
         let pod_groups = dynamic_api(&fx, "scheduling.k8s.io", "v1alpha2", "PodGroup");
         let workloads = dynamic_api(&fx, "scheduling.k8s.io", "v1alpha2", "Workload");
-        let workload = eventually("the Workload", || async {
-            Ok(workloads.get("gang").await?)
-        })
-        .await?;
+        let workload = created(&workloads, "gang").await?;
         ensure!(owned_by(&workload, &uid), "the Workload is the cluster's");
         ensure!(
             workload.data["spec"]["podGroupTemplates"][0]["schedulingPolicy"]["gang"]["minCount"]
@@ -313,9 +318,11 @@ async fn each_built_in_scheduler_writes_what_its_scheduler_reads() -> anyhow::Re
     ))
     .await?;
 
-    let group = dynamic_api(&fx, "scheduling.volcano.sh", "v1beta1", "PodGroup")
-        .get("ray-vc-pg")
-        .await?;
+    let group = created(
+        &dynamic_api(&fx, "scheduling.volcano.sh", "v1beta1", "PodGroup"),
+        "ray-vc-pg",
+    )
+    .await?;
     ensure!(
         owned_by(&group, &volcano.uid().context("uid")?),
         "owned by vc"
@@ -343,9 +350,11 @@ async fn each_built_in_scheduler_writes_what_its_scheduler_reads() -> anyhow::Re
         ensure!(label(&pod, "volcano.sh/queue-name") == Some("research"));
     }
 
-    let group = dynamic_api(&fx, "scheduling.x-k8s.io", "v1alpha1", "PodGroup")
-        .get("co")
-        .await?;
+    let group = created(
+        &dynamic_api(&fx, "scheduling.x-k8s.io", "v1alpha1", "PodGroup"),
+        "co",
+    )
+    .await?;
     ensure!(owned_by(&group, &coscheduling.uid().context("uid")?));
     ensure!(
         group.data["spec"]["minMember"] == 3,
