@@ -14,6 +14,10 @@ log "preparing the Ray virtualenv (real Ray head for the Ray e2e tests; cached a
 WASMRAY_RAY_VENV=$(tests/scripts/ray-venv.sh)
 export WASMRAY_RAY_VENV
 
+log "building Kueue (the Kueue tests run the real one; cached after the first run)"
+WASMRAY_KUEUE_DIR=$(tests/tools/kueue/build.sh)
+export WASMRAY_KUEUE_DIR
+
 log "building helm and checking the Helm chart (lint, templates, CRD drift)"
 helm_bin=$(tests/tools/helm/build.sh)
 export WASMRAY_HELM_BIN="$helm_bin"
@@ -51,5 +55,5 @@ done
 [ -f "$run_dir/ready.json" ] || { cat "$run_dir.log" >&2; echo "control plane not ready in 120 s" >&2; exit 1; }
 export WASMRAY_TEST_CONTROLPLANE="$run_dir"
 
-log "running the tests"
-cargo test --workspace --locked
+log "running the tests, in two lanes: the real-Ray end-to-end tests, and the rest"
+python3 tests/scripts/test-lanes.py autoscaling kueue ray_client ray_pods rayjob

@@ -48,6 +48,7 @@ use tokio::sync::OnceCell;
 pub mod binary;
 pub mod census;
 pub mod gcs;
+pub mod kueue;
 pub mod operator;
 pub mod ray;
 
