@@ -518,15 +518,23 @@ impl<P: ParentKind> Scope<P> {
         let namespace = parent.namespace().unwrap_or_default();
         for related in parent.related() {
             let what = || format!("{} {namespace}/{}", related.kind, related.name);
-            let resource = self
+            let resource = match self
                 .shared
                 .resolver
                 .resolve(&self.shared.client, related.api_version, related.kind)
                 .await
-                .map_err(|source| ReconcileError::Observe {
-                    what: what(),
-                    source,
-                })?;
+            {
+                Ok(resource) => resource,
+                // A kind the API server does not serve (Kueue not installed): no such object.
+                Err(kube::Error::Discovery(_)) => continue,
+                Err(kube::Error::Api(status)) if status.is_not_found() => continue,
+                Err(source) => {
+                    return Err(ReconcileError::Observe {
+                        what: what(),
+                        source,
+                    });
+                }
+            };
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.shared.client.clone(), &namespace, &resource);
             let found =

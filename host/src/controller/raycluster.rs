@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use kube::ResourceExt as _;
 use wasmray_crds::RayCluster;
 use wasmray_crds::constants::{
     RAY_CLUSTER_HEADLESS_SERVICE_LABEL_KEY, RAY_CLUSTER_LABEL_KEY,
@@ -13,7 +14,7 @@ use wasmray_crds::constants::{
 };
 
 use super::autoscaler::Autoscaler;
-use super::parent::{ChildWatches, Companions, OtherChildWatch, ParentKind};
+use super::parent::{ChildWatches, Companions, OtherChildWatch, ParentKind, RelatedObject};
 use super::write_policy::Grant;
 
 /// Name of the built-in RayCluster reconciler plugin in the registry.
@@ -27,6 +28,13 @@ impl ParentKind for RayCluster {
     fn companions(scope: Companions<Self>) -> Vec<BoxFuture<'static, ()>> {
         let autoscaler = Arc::new(Autoscaler::new(scope.shared, scope.parents, scope.pods));
         vec![Box::pin(autoscaler.run())]
+    }
+
+    /// The LocalQueue a suspended, queued RayCluster waits in.
+    fn related(&self) -> Vec<RelatedObject> {
+        super::scheduling::awaited_local_queue(self.labels(), self.spec.is_suspended())
+            .into_iter()
+            .collect()
     }
 
     /// The only Job a RayCluster owns is its GCS FT Redis cleanup Job.

@@ -3,6 +3,7 @@
 //! watches. Everything it decides (the finalizer that stops the Ray job first) is the
 //! plugin's.
 
+use kube::ResourceExt as _;
 use wasmray_crds::RayJob;
 use wasmray_crds::constants::{HEAD_NODE_TYPE, RAY_CLUSTER_LABEL_KEY, RAY_NODE_TYPE_LABEL_KEY};
 use wasmray_crds::rayjob::JobSubmissionMode;
@@ -60,9 +61,11 @@ impl ParentKind for RayJob {
         }
     }
 
-    /// The cluster `clusterSelector` names (only the `ray.io/cluster` key counts).
+    /// The cluster `clusterSelector` names (only the `ray.io/cluster` key counts), and the
+    /// LocalQueue a suspended, queued RayJob waits in.
     fn related(&self) -> Vec<RelatedObject> {
-        self.spec
+        let selected = self
+            .spec
             .cluster_selector()
             .and_then(|selector| selector.get(RAY_CLUSTER_LABEL_KEY))
             .filter(|name| !name.is_empty())
@@ -70,9 +73,9 @@ impl ParentKind for RayJob {
                 api_version: "ray.io/v1",
                 kind: "RayCluster",
                 name: name.clone(),
-            })
-            .into_iter()
-            .collect()
+            });
+        let queue = super::scheduling::awaited_local_queue(self.labels(), self.spec.is_suspended());
+        selected.into_iter().chain(queue).collect()
     }
 
     /// SidecarMode's submitter runs in the head pod of the RayJob's cluster: the plugin

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use super::parent::RelatedObject;
 use super::wit::{PodSet, PodSetPatch};
 
 /// Annotation with which one object picks a scheduler plugin other than the operator's
@@ -23,6 +24,21 @@ pub const SCHEDULER_KINDS: &[(&str, &str)] = &[
     ("scheduling.k8s.io/v1alpha2", "Workload"),
     ("scheduling.k8s.io/v1alpha2", "PodGroup"),
 ];
+
+/// The LocalQueue a suspended object labelled `kueue.x-k8s.io/queue-name` waits in: read
+/// before each call so that its plugin can say when it does not exist (Kueue says so only on
+/// its own Workload). None once the object runs: Kueue admitted it.
+pub fn awaited_local_queue(
+    labels: &BTreeMap<String, String>,
+    suspended: bool,
+) -> Option<RelatedObject> {
+    let queue = labels.get(wasmray_crds::constants::KUEUE_QUEUE_NAME_LABEL_KEY)?;
+    (suspended && !queue.is_empty()).then(|| RelatedObject {
+        api_version: "kueue.x-k8s.io/v1beta2",
+        kind: "LocalQueue",
+        name: queue.clone(),
+    })
+}
 
 /// The scheduler plugin for an object with `annotations`: its annotation, else the
 /// operator's default. None: the object is not batch-scheduled.

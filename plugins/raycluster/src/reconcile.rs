@@ -6,11 +6,11 @@
 use wasmray_crds::constants::{
     FAILED_CREATE_HEAD_POD, FAILED_CREATE_WORKER_POD, FAILED_DELETE_ALL_PODS,
     FAILED_DELETE_HEAD_POD, FAILED_DELETE_WORKER_POD, FeatureGates, GCS_FT_REDIS_CLEANUP_FINALIZER,
-    HEAD_NODE_TYPE, RAY_AUTH_TOKEN_SECRET_KEY, RAY_CLUSTER_LABEL_KEY, RAY_CLUSTER_PROVISIONED,
-    RAY_NODE_TYPE_LABEL_KEY,
+    HEAD_NODE_TYPE, KUEUE_QUEUE_NAME_LABEL_KEY, RAY_AUTH_TOKEN_SECRET_KEY, RAY_CLUSTER_LABEL_KEY,
+    RAY_CLUSTER_PROVISIONED, RAY_NODE_TYPE_LABEL_KEY,
 };
 use wasmray_crds::names::check_label;
-use wasmray_crds::raycluster::RayCluster;
+use wasmray_crds::raycluster::{RayCluster, RayClusterStatus};
 use wasmray_crds::validate_ray_cluster;
 use wasmray_plugin_sdk::reconciler::{
     Decision, FinalizerIntent, Reconciler, Request, WriteOperation,
@@ -166,7 +166,9 @@ pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
         replica_failure: replica_failure(request, suspend),
         invalid: None,
     };
-    if let Some(status) = compute_status(&ctx, &pods, &request.services, &outcome, request.now) {
+    let mut status = compute_status(&ctx, &pods, &request.services, &outcome, request.now);
+    report_missing_queue(request, &mut status, &mut decision);
+    if let Some(status) = status {
         decision.set_status(&status)?;
     }
 
@@ -178,6 +180,50 @@ pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
         Duration::from_secs(settings.default_requeue_seconds)
     });
     Ok(decision)
+}
+
+/// A suspended RayCluster queued in a LocalQueue that does not exist waits for an admission
+/// that never comes (Kueue says so only on its Workload): `status.reason` and a Warning event
+/// say it on the cluster. The host reads the LocalQueue of a suspended, queued object as
+/// related; `status` is the new status, if the pass changes it.
+fn report_missing_queue(
+    request: &Request<RayCluster>,
+    status: &mut Option<RayClusterStatus>,
+    decision: &mut Decision,
+) {
+    let cluster = &request.parent;
+    let queue = cluster
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(KUEUE_QUEUE_NAME_LABEL_KEY));
+    let (Some(queue), true) = (queue, cluster.spec.is_suspended()) else {
+        return;
+    };
+    let namespace = cluster.metadata.namespace.as_deref().unwrap_or_default();
+    let missing = format!(
+        "LocalQueue {queue} does not exist in namespace {namespace}: Kueue admits nothing through it"
+    );
+    let exists = request
+        .related
+        .iter()
+        .any(|object| object.kind == "LocalQueue" && object.name == *queue);
+    let reason = |status: &Option<RayClusterStatus>| {
+        status
+            .as_ref()
+            .or(cluster.status.as_ref())
+            .and_then(|status| status.reason.clone())
+    };
+    let says_missing = reason(status).as_deref() == Some(missing.as_str());
+    if exists == says_missing {
+        let changed = status.get_or_insert_with(|| cluster.status.clone().unwrap_or_default());
+        if exists {
+            changed.reason = None;
+        } else {
+            changed.reason = Some(missing.clone());
+            decision.event(Event::warning("QueueNotFound", missing));
+        }
+    }
 }
 
 fn feature_gates(settings: &Settings) -> FeatureGates {

@@ -8,7 +8,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff;
 use wasmray_crds::constants::{
-    HEAD_NODE_TYPE, RAY_CLUSTER_LABEL_KEY, RAY_JOB_STOP_JOB_FINALIZER, RAY_NODE_TYPE_LABEL_KEY,
+    HEAD_NODE_TYPE, KUEUE_QUEUE_NAME_LABEL_KEY, RAY_CLUSTER_LABEL_KEY, RAY_JOB_STOP_JOB_FINALIZER,
+    RAY_NODE_TYPE_LABEL_KEY,
 };
 use wasmray_crds::rayjob::{
     JobDeploymentStatus, JobFailedReason, JobStatus, JobSubmissionMode, RayJobStatusInfo,
@@ -896,6 +897,41 @@ impl<'a> Pass<'a> {
             self.status.job_status = None;
             self.go(JobDeploymentStatus::New);
             self.decision.requeue_after(REQUEUE);
+            return;
+        }
+        self.report_missing_queue();
+    }
+
+    /// A RayJob queued in a LocalQueue that does not exist waits for an admission that never
+    /// comes (Kueue says so only on its Workload): the message and a Warning event say it on
+    /// the RayJob. The host reads the LocalQueue of a suspended, queued object as related.
+    fn report_missing_queue(&mut self) {
+        let Some(queue) = self
+            .job
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(KUEUE_QUEUE_NAME_LABEL_KEY))
+        else {
+            return;
+        };
+        let namespace = self.job.metadata.namespace.as_deref().unwrap_or_default();
+        let missing = format!(
+            "LocalQueue {queue} does not exist in namespace {namespace}: Kueue admits nothing through it"
+        );
+        let exists = self
+            .request
+            .related
+            .iter()
+            .any(|object| object.kind == "LocalQueue" && object.name == *queue);
+        if exists {
+            if self.status.message.as_deref() == Some(missing.as_str()) {
+                self.status.message = None;
+            }
+        } else if self.status.message.as_deref() != Some(missing.as_str()) {
+            self.decision
+                .event(Event::warning("QueueNotFound", missing.clone()));
+            self.status.message = Some(missing);
         }
     }
 

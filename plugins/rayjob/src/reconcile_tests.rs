@@ -1187,3 +1187,38 @@ fn a_replayed_input_gives_the_same_decision() {
     let input = Input::new(job("K8sJobMode", json!({}))).at(17);
     assert_eq!(input.run().0, input.run().0);
 }
+
+#[test]
+fn a_queued_rayjob_says_when_its_local_queue_does_not_exist() {
+    let mut parent = with_status(
+        job(
+            "HTTPMode",
+            json!({"suspend": true, "shutdownAfterJobFinishes": true}),
+        ),
+        json!({"jobDeploymentStatus": "Suspended"}),
+    );
+    parent["metadata"]["labels"] = json!({"kueue.x-k8s.io/queue-name": "nowhere"});
+    let lost = Input::new(parent);
+    let out = lost.run();
+    let message = out.status().message.unwrap_or_default();
+    assert!(
+        message.starts_with("LocalQueue nowhere does not exist in namespace"),
+        "{message}"
+    );
+    assert_eq!(
+        out.events(),
+        [(EventType::Warning, "QueueNotFound".to_owned())]
+    );
+    // Said once.
+    let again = out.next(&lost);
+    assert!(again.run().events().is_empty());
+    // The queue appears: the message goes.
+    let mut found = again.clone();
+    found.related.push(object(
+        "kueue.x-k8s.io/v1beta2",
+        "LocalQueue",
+        json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+               "metadata": {"name": "nowhere", "namespace": "ns", "uid": "uid-q"}}),
+    ));
+    assert_eq!(found.run().status().message, None);
+}

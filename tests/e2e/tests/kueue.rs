@@ -310,6 +310,57 @@ async fn scenarios(fx: &Fixture) -> anyhow::Result<()> {
         Ok(())
     })
     .await?;
+
+    // A queue that does not exist: Kueue never admits; the objects say why.
+    let mut lost_job = queued_job("lost", &low, 1)?;
+    lost_job.metadata.labels = Some([(QUEUE_LABEL.to_owned(), "nowhere".to_owned())].into());
+    jobs.create(&PostParams::default(), &lost_job).await?;
+    let mut lost_cluster = queued_cluster("lost")?;
+    lost_cluster.metadata.labels = Some([(QUEUE_LABEL.to_owned(), "nowhere".to_owned())].into());
+    clusters
+        .create(&PostParams::default(), &lost_cluster)
+        .await?;
+    eventually(
+        "the lost RayJob and RayCluster say their queue is missing",
+        || async {
+            let job = serde_json::to_value(jobs.get("lost").await?)?;
+            let message = job["status"]["message"].as_str().unwrap_or_default();
+            ensure!(
+                message.contains("LocalQueue nowhere does not exist"),
+                "RayJob: {message:?}"
+            );
+            let cluster = serde_json::to_value(clusters.get("lost").await?)?;
+            let reason = cluster["status"]["reason"].as_str().unwrap_or_default();
+            ensure!(
+                reason.contains("LocalQueue nowhere does not exist"),
+                "RayCluster: {reason:?}"
+            );
+            let events: Api<k8s_openapi::api::events::v1::Event> =
+                Api::namespaced(fx.client.clone(), ns);
+            let mut warned: Vec<(String, String)> = events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|event| event.reason.as_deref() == Some("QueueNotFound"))
+                .filter_map(|event| {
+                    let regarding = event.regarding?;
+                    Some((regarding.kind?, regarding.name?))
+                })
+                .collect();
+            warned.sort();
+            // Only the lost ones: the host read the others' LocalQueue and found it.
+            let expected = [("RayCluster", "lost"), ("RayJob", "lost")]
+                .map(|(kind, name)| (kind.to_owned(), name.to_owned()));
+            ensure!(warned == expected, "QueueNotFound events on {warned:?}");
+            Ok(())
+        },
+    )
+    .await?;
+    ensure!(
+        fx.pods("lost").await?.is_empty(),
+        "the lost RayCluster has pods"
+    );
     Ok(())
 }
 
