@@ -20,6 +20,7 @@ use std::process::Command;
 const BUILTIN: &[(&str, &str, Option<&str>)] = &[
     ("raycluster", "wasmray-plugin-raycluster", None),
     ("rayjob", "wasmray-plugin-rayjob", None),
+    ("rayservice", "wasmray-plugin-rayservice", None),
     ("ray-default", "wasmray-plugin-autoscaler", None),
     ("warm-pool", "wasmray-plugin-warm-pool", None),
     // One crate, one scheduler component per feature.

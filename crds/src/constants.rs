@@ -140,6 +140,15 @@ pub const INITIALIZING_TIMEOUT: &str = "InitializingTimeout";
 pub const BOTH_ACTIVE_PENDING_CLUSTERS_EXIST: &str = "BothActivePendingClustersExist";
 pub const NO_PENDING_CLUSTER: &str = "NoPendingCluster";
 pub const NO_ACTIVE_CLUSTER: &str = "NoActiveCluster";
+pub const RAY_SERVICE_VALIDATION_FAILED: &str = "ValidationFailed";
+pub const RAY_SERVICE_SUSPENDING: &str = "Suspending";
+pub const RAY_SERVICE_SUSPENDED: &str = "Suspended";
+pub const SUSPEND_REQUESTED: &str = "SuspendRequested";
+pub const SUSPEND_IN_PROGRESS: &str = "SuspendInProgress";
+pub const SUSPEND_COMPLETE: &str = "SuspendComplete";
+pub const RAY_SERVICE_RESUMED: &str = "RayServiceResumed";
+/// KubeRay 1.6.2+: deleting a RayService deletes its clusters at once, then drops this.
+pub const RAY_SERVICE_FINALIZER: &str = "ray.io/rayservice-finalizer";
 
 /// Feature gates of KubeRay that change what is valid; defaults are v1.5.1's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

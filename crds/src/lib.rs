@@ -8,12 +8,14 @@ pub mod crd;
 mod embedded;
 pub mod messages;
 pub mod names;
+pub mod parent_services;
 pub mod quantity;
 pub mod ray_resources;
 pub mod raycluster;
 pub mod rayjob;
 pub mod rayservice;
 pub mod samples;
+pub mod serve_api;
 pub mod validation;
 
 pub use constants::FeatureGates;

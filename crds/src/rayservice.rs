@@ -51,11 +51,39 @@ pub struct RayServiceSpec {
     /// Keeps the head Pod out of the serve Service.
     #[serde(default)]
     pub exclude_head_pod_from_serve_svc: Option<bool>,
+    /// Which controller reconciles this RayService; immutable (KubeRay 1.6).
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = crate::cel::managed_by_rules()))]
+    pub managed_by: Option<String>,
+    /// Deletes every cluster and Service of the RayService while true (KubeRay 1.7).
+    #[serde(default)]
+    pub suspend: Option<bool>,
+}
+
+impl RayService {
+    /// The serve Service's name: `spec.serveService.metadata.name`, else `<name>-serve-svc`.
+    pub fn serve_service_name(&self) -> String {
+        self.spec
+            .serve_service
+            .as_ref()
+            .and_then(|custom| custom.metadata.name.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| {
+                format!(
+                    "{}-serve-svc",
+                    self.metadata.name.as_deref().unwrap_or_default()
+                )
+            })
+    }
 }
 
 impl RayServiceSpec {
     pub fn ray_cluster_deletion_delay_seconds(&self) -> i32 {
         self.ray_cluster_deletion_delay_seconds.unwrap_or(60)
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.suspend.unwrap_or(false)
     }
 
     pub fn upgrade_type(&self) -> RayServiceUpgradeType {

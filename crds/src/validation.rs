@@ -975,6 +975,16 @@ fn validate_service_spec(
     }
 }
 
+/// The `ray.io/initializing-timeout` annotation's value in whole seconds, if it is valid.
+pub fn initializing_timeout_seconds(value: &str) -> Option<u64> {
+    if let Ok(seconds) = value.parse::<u64>() {
+        return (seconds > 0).then_some(seconds);
+    }
+    go_duration_nanos(value)
+        .filter(|nanos| *nanos > 0.0)
+        .map(|nanos| (nanos / 1e9).ceil() as u64)
+}
+
 /// `ray.io/initializing-timeout`: a positive Go duration (`30m`, `1h30m`, `90s`) or a positive
 /// integer number of seconds.
 fn is_positive_timeout(value: &str) -> bool {

@@ -10,9 +10,11 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 ray_version="${RAY_VERSION:-2.60.0}"
+# The dashboard (the Jobs API, the autoscaler's view) and Serve (RayService).
+extras="default,serve"
 python="${PYTHON:-python3}"
 py_version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-venv="$WASMRAY_CACHE/ray/${ray_version}-py${py_version}"
+venv="$WASMRAY_CACHE/ray/${ray_version}-${extras/,/-}-py${py_version}"
 # Written last: a venv without it is a partial install (interrupted) and is rebuilt.
 marker="$venv/.wasmray-complete"
 
@@ -22,11 +24,11 @@ if [ ! -f "$marker" ]; then
   exec 9>"$venv.lock"
   flock 9
   if [ ! -f "$marker" ]; then
-    log "installing ray[default]==$ray_version into $venv (once; about 80 MB from PyPI)"
+    log "installing ray[$extras]==$ray_version into $venv (once; about 90 MB from PyPI)"
     rm -rf "$venv"
     "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-      "ray[default]==$ray_version" >&2
+      "ray[$extras]==$ray_version" >&2
     "$venv/bin/ray" --version >&2
     touch "$marker"
   fi

@@ -1,5 +1,5 @@
-//! The host controller. For each parent kind (RayCluster and RayJob; RayService will reuse
-//! the same driver) it watches the parents and, through label-selected watches, the children
+//! The host controller. For each parent kind (RayCluster, RayJob and RayService, on one
+//! driver) it watches the parents and, through label-selected watches, the children
 //! they control; gathers what a decision needs; calls the reconciler plugin bound to the
 //! kind (or the one an object picks with the `wasmray.io/plugin` annotation); and carries
 //! out the answer: creates, applies and deletes children, writes status only when it
@@ -11,8 +11,8 @@
 //! [`plan`] (an answer checked and parsed once into writes), [`write_policy`] (what an
 //! answer may write), [`status`] (status diff and
 //! the host's conditions), [`parent`] (the driver),
-//! [`ray_io`] (the Ray queries and actions plugins ask for), [`raycluster`] and [`rayjob`]
-//! (what is specific to each kind).
+//! [`ray_io`] (the Ray queries and actions plugins ask for), [`raycluster`], [`rayjob`] and
+//! [`rayservice`] (what is specific to each kind).
 
 pub mod apply;
 pub mod autoscaler;
@@ -27,6 +27,7 @@ pub mod plugin_host;
 pub mod ray_io;
 pub mod raycluster;
 pub mod rayjob;
+pub mod rayservice;
 pub mod scheduling;
 pub mod secrets;
 pub mod status;
@@ -127,6 +128,10 @@ impl Default for ControllerConfig {
                     raycluster::BUILTIN_PLUGIN.to_owned(),
                 ),
                 ("RayJob".to_owned(), rayjob::BUILTIN_PLUGIN.to_owned()),
+                (
+                    "RayService".to_owned(),
+                    rayservice::BUILTIN_PLUGIN.to_owned(),
+                ),
             ]),
             plugin_config: BTreeMap::new(),
             allowances: write_policy::Allowances::new(),
@@ -171,6 +176,7 @@ pub fn settings_from_env(lookup: impl Fn(&str) -> Option<String>) -> BTreeMap<St
     raycluster::SETTINGS_FROM_ENV
         .iter()
         .chain(rayjob::SETTINGS_FROM_ENV)
+        .chain(rayservice::SETTINGS_FROM_ENV)
         .filter_map(|(env, key)| lookup(env).map(|value| ((*key).to_owned(), value)))
         .collect()
 }
@@ -237,7 +243,7 @@ impl From<kube::Client> for Clients {
     }
 }
 
-/// Runs the controllers of every parent kind (RayCluster, RayJob) for the configured
+/// Runs the controllers of every parent kind (RayCluster, RayJob, RayService) for the configured
 /// namespaces until `shutdown` turns true.
 pub async fn run(
     client: kube::Client,
@@ -300,6 +306,11 @@ pub async fn run_with_telemetry(
             stopped(),
         )));
         controllers.push(Box::pin(run_controller::<wasmray_crds::RayJob>(
+            shared.clone(),
+            namespace.clone(),
+            stopped(),
+        )));
+        controllers.push(Box::pin(run_controller::<wasmray_crds::RayService>(
             shared.clone(),
             namespace,
             stopped(),

@@ -30,11 +30,20 @@ impl ParentKind for RayCluster {
         vec![Box::pin(autoscaler.run())]
     }
 
-    /// The LocalQueue a suspended, queued RayCluster waits in.
+    /// The LocalQueue a suspended, queued RayCluster waits in, and the RayService that
+    /// controls it (whose `excludeHeadPodFromServeSvc` decides the head's serve label).
     fn related(&self) -> Vec<RelatedObject> {
-        super::scheduling::awaited_local_queue(self.labels(), self.spec.is_suspended())
-            .into_iter()
-            .collect()
+        let queue = super::scheduling::awaited_local_queue(self.labels(), self.spec.is_suspended());
+        let service = self
+            .owner_references()
+            .iter()
+            .find(|owner| {
+                owner.controller == Some(true)
+                    && owner.kind == "RayService"
+                    && owner.api_version == "ray.io/v1"
+            })
+            .map(|owner| RelatedObject::named("ray.io/v1", "RayService", owner.name.clone()));
+        queue.into_iter().chain(service).collect()
     }
 
     /// The only Job a RayCluster owns is its GCS FT Redis cleanup Job.

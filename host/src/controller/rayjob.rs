@@ -69,11 +69,7 @@ impl ParentKind for RayJob {
             .cluster_selector()
             .and_then(|selector| selector.get(RAY_CLUSTER_LABEL_KEY))
             .filter(|name| !name.is_empty())
-            .map(|name| RelatedObject {
-                api_version: "ray.io/v1",
-                kind: "RayCluster",
-                name: name.clone(),
-            });
+            .map(|name| RelatedObject::named("ray.io/v1", "RayCluster", name.clone()));
         let queue = super::scheduling::awaited_local_queue(self.labels(), self.spec.is_suspended());
         selected.into_iter().chain(queue).collect()
     }
@@ -106,6 +102,7 @@ pub const SETTINGS_FROM_ENV: &[(&str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::parent::Which;
 
     fn job(spec: serde_json::Value, status: serde_json::Value) -> RayJob {
         serde_json::from_value(serde_json::json!({
@@ -125,8 +122,8 @@ mod tests {
         let related = selected.related();
         assert_eq!(related.len(), 1);
         assert_eq!(
-            (related[0].kind, related[0].name.as_str()),
-            ("RayCluster", "shared")
+            (related[0].kind, &related[0].which),
+            ("RayCluster", &Which::Name("shared".to_owned()))
         );
         let own = job(
             serde_json::json!({"entrypoint": "python x.py"}),

@@ -33,11 +33,8 @@ pub fn awaited_local_queue(
     suspended: bool,
 ) -> Option<RelatedObject> {
     let queue = labels.get(wasmray_crds::constants::KUEUE_QUEUE_NAME_LABEL_KEY)?;
-    (suspended && !queue.is_empty()).then(|| RelatedObject {
-        api_version: "kueue.x-k8s.io/v1beta2",
-        kind: "LocalQueue",
-        name: queue.clone(),
-    })
+    (suspended && !queue.is_empty())
+        .then(|| RelatedObject::named("kueue.x-k8s.io/v1beta2", "LocalQueue", queue.clone()))
 }
 
 /// The scheduler plugin for an object with `annotations`: its annotation, else the

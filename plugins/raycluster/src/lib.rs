@@ -12,6 +12,7 @@ pub mod pod;
 pub mod ray_start;
 pub mod reconcile;
 pub mod scale;
+pub mod serve_label;
 pub mod service;
 pub mod settings;
 pub mod status;

@@ -22,6 +22,7 @@ use crate::gcs_ft::{self, CleanupJobState};
 use crate::ingress::{head_ingress, ingress_enabled, ingress_name};
 use crate::pod::build_pod;
 use crate::scale::{FNV_OFFSET, PodMode, RayPod, fnv1a, is_head, plan_pods};
+use crate::serve_label::plan_head_serve_label;
 use crate::service::{
     head_service, headless_service_needed, headless_worker_service, serve_service,
     serve_service_enabled,
@@ -170,6 +171,10 @@ pub fn decide(request: &Request<RayCluster>) -> Result<Decision, PluginError> {
     report_missing_queue(request, &mut status, &mut decision);
     if let Some(status) = status {
         decision.set_status(&status)?;
+    }
+
+    if ctx.owned_by_ray_service() {
+        plan_head_serve_label(request, ctx.name, &views, &mut decision)?;
     }
 
     let waiting =

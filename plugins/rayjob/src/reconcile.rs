@@ -32,12 +32,13 @@ use crate::observed::{
     AnyObject, JOB_API_VERSION, JOB_KIND, RAY_API_VERSION, RAY_CLUSTER_KIND, Seen, action_result,
     job_answer, named, of_kind, parse,
 };
-use crate::service::{head_service, head_service_name, needs_write};
+use crate::service::needs_write;
 use crate::settings::Settings;
 use crate::submission::JobRequest;
 use crate::submitter::{
     SubmitterContext, SubmitterState, job_state, sidecar_dashboard_url, sidecar_state,
 };
+use wasmray_crds::parent_services::{head_service, head_service_name};
 
 /// KubeRay requeues a RayJob every 3 s while it is in flight.
 const REQUEUE: Duration = Duration::from_secs(3);
@@ -731,6 +732,7 @@ impl<'a> Pass<'a> {
             return Ok(());
         }
         if let Some(service) = head_service(
+            "RayJob",
             self.name,
             self.job.metadata.namespace.as_deref(),
             &cluster.object,

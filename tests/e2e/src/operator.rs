@@ -165,7 +165,7 @@ impl Fixture {
     }
 
     /// Like [`Fixture::new`], in a namespace whose pods the pod runner runs as real Ray
-    /// processes (`TestCluster::ray_namespace`), with the RayJob CRD too, and an operator
+    /// processes (`TestCluster::ray_namespace`), with the RayJob and RayService CRDs too, and an operator
     /// that reaches each head by its pod IP, as one outside the cluster's DNS would.
     pub async fn with_real_ray(
         prefix: &str,
@@ -180,6 +180,7 @@ impl Fixture {
             &[
                 generated.join("ray.io_rayclusters.yaml").as_path(),
                 generated.join("ray.io_rayjobs.yaml").as_path(),
+                generated.join("ray.io_rayservices.yaml").as_path(),
             ],
         )
         .await?;
