@@ -209,6 +209,59 @@ impl ServeState {
     }
 }
 
+impl ServeState {
+    /// The desired fields Ray does not hold at all (e.g. `applications[math].no_such_field`):
+    /// Serve's schema drops fields it does not know instead of refusing them.
+    pub fn ignored_fields(&self, desired: &Value) -> Vec<String> {
+        let mut ignored = Vec::new();
+        for app in desired
+            .get("applications")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = app
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|name| !name.is_empty())
+                .unwrap_or(DEFAULT_APP_NAME);
+            if let Some(deployed) = self
+                .applications
+                .get(name)
+                .and_then(|running| running.deployed_config.as_ref())
+            {
+                absent(
+                    deployed,
+                    app,
+                    &format!("applications[{name}]"),
+                    &mut ignored,
+                );
+            }
+        }
+        ignored
+    }
+}
+
+/// Collects the paths of `want`'s keys that `have` lacks.
+fn absent(have: &Value, want: &Value, path: &str, found: &mut Vec<String>) {
+    match (have, want) {
+        (Value::Object(have), Value::Object(want)) => {
+            for (key, value) in want {
+                match have.get(key) {
+                    None => found.push(format!("{path}.{key}")),
+                    Some(held) => absent(held, value, &format!("{path}.{key}"), found),
+                }
+            }
+        }
+        (Value::Array(have), Value::Array(want)) => {
+            for (index, (held, value)) in have.iter().zip(want).enumerate() {
+                absent(held, value, &format!("{path}[{index}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Whether `have` holds every field of `want` with the same value.
 fn includes(have: &Value, want: &Value) -> bool {
     match (have, want) {

@@ -56,4 +56,4 @@ done
 export WASMRAY_TEST_CONTROLPLANE="$run_dir"
 
 log "running the tests, in two lanes: the real-Ray end-to-end tests, and the rest"
-python3 tests/scripts/test-lanes.py autoscaling kueue ray_client ray_pods rayjob
+python3 tests/scripts/test-lanes.py autoscaling kueue ray_client ray_pods rayjob rayservice

@@ -174,21 +174,12 @@ pub struct Companions<P: kube::Resource<DynamicType = ()> + 'static> {
     pub pods: Arc<OwnedIndex<PodTable>>,
 }
 
-/// Objects in the parent's namespace that the parent refers to but does not own.
+/// An object in the parent's namespace that the parent refers to by name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelatedObject {
     pub api_version: &'static str,
     pub kind: &'static str,
-    pub which: Which,
-}
-
-/// How related objects are found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Which {
-    /// The one object of this name.
-    Name(String),
-    /// Every object these labels select (e.g. a Service's EndpointSlices).
-    Labels(String),
+    pub name: String,
 }
 
 impl RelatedObject {
@@ -196,7 +187,7 @@ impl RelatedObject {
         RelatedObject {
             api_version,
             kind,
-            which: Which::Name(name.into()),
+            name: name.into(),
         }
     }
 }
@@ -536,10 +527,7 @@ impl<P: ParentKind> Scope<P> {
     ) -> Result<(), ReconcileError> {
         let namespace = parent.namespace().unwrap_or_default();
         for related in parent.related() {
-            let what = || match &related.which {
-                Which::Name(name) => format!("{} {namespace}/{name}", related.kind),
-                Which::Labels(selector) => format!("{} ({selector}) in {namespace}", related.kind),
-            };
+            let what = || format!("{} {namespace}/{}", related.kind, related.name);
             let resource = match self
                 .shared
                 .resolver
@@ -559,24 +547,17 @@ impl<P: ParentKind> Scope<P> {
             };
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.shared.client.clone(), &namespace, &resource);
-            let found = match &related.which {
-                Which::Name(name) => api
-                    .get_opt(name)
+            let found =
+                api.get_opt(&related.name)
                     .await
-                    .map(|found| found.into_iter().collect()),
-                Which::Labels(selector) => api
-                    .list(&kube::api::ListParams::default().labels(selector))
-                    .await
-                    .map(|list| list.items),
-            };
-            let found: Vec<DynamicObject> = found.map_err(|source| ReconcileError::Observe {
-                what: what(),
-                source,
-            })?;
-            for object in &found {
+                    .map_err(|source| ReconcileError::Observe {
+                        what: what(),
+                        source,
+                    })?;
+            if let Some(object) = found {
                 input
                     .related
-                    .push(observe_object(object, related.api_version, related.kind));
+                    .push(observe_object(&object, related.api_version, related.kind));
             }
         }
         if let Some(selector) = parent.unowned_pods_selector() {

@@ -102,7 +102,6 @@ pub const SETTINGS_FROM_ENV: &[(&str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::parent::Which;
 
     fn job(spec: serde_json::Value, status: serde_json::Value) -> RayJob {
         serde_json::from_value(serde_json::json!({
@@ -122,8 +121,8 @@ mod tests {
         let related = selected.related();
         assert_eq!(related.len(), 1);
         assert_eq!(
-            (related[0].kind, &related[0].which),
-            ("RayCluster", &Which::Name("shared".to_owned()))
+            (related[0].kind, related[0].name.as_str()),
+            ("RayCluster", "shared")
         );
         let own = job(
             serde_json::json!({"entrypoint": "python x.py"}),

@@ -2,7 +2,7 @@
 //! reached only through the host's Serve query and actions.
 //!
 //! A call reads the RayService's status (which names the active and pending clusters), its
-//! clusters and Services, the serve Service's EndpointSlices and Serve's status of the
+//! clusters and Services, the serving pods and Serve's status of the
 //! cluster the previous call asked about; it returns the clusters and Services to write or
 //! delete, the Serve config to send, the next Serve query and the new status.
 //!
@@ -11,11 +11,8 @@
 //! before the next call, whose input status is that new status. So the answer is about the
 //! target of the input status; when this call changes the target, the answer is not used.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff;
-use serde_json::Value;
 use wasmray_crds::constants::{
     BOTH_ACTIVE_PENDING_CLUSTERS_EXIST, INITIALIZING_TIMEOUT, NO_ACTIVE_CLUSTER,
     NO_PENDING_CLUSTER, NON_ZERO_SERVE_ENDPOINTS, RAY_CLUSTER_LABEL_KEY,
@@ -68,6 +65,7 @@ pub mod reasons {
     pub const SERVE_CONFIG_ACCEPTED: &str = "ServeConfigAccepted";
     pub const ACCEPTED: &str = "Accepted";
     pub const REJECTED_BY_RAY: &str = "RejectedByRay";
+    pub const IGNORED_BY_RAY: &str = "IgnoredByRay";
 }
 
 /// The built-in RayService reconciler.
@@ -717,6 +715,35 @@ impl<'a> Pass<'a> {
                 &format!("Ray Serve on RayCluster {target} runs serveConfigV2"),
             );
         }
+        let accepted_now = self.request.ray.action_results.iter().any(|result| {
+            result.outcome.is_ok()
+                && result.id == format!("serve:{target}:{}", fingerprint(&desired))
+        });
+        if missing.is_some() && accepted_now {
+            // Ray took this very config and does not run it as sent: it dropped fields it
+            // does not know (Serve's schema ignores them). Said, and not sent again for a minute.
+            let ignored = state.ignored_fields(&desired);
+            let message = format!(
+                "Ray Serve on RayCluster {target} accepted serveConfigV2 but ignored {}",
+                if ignored.is_empty() {
+                    "part of it".to_owned()
+                } else {
+                    ignored.join(", ")
+                }
+            );
+            self.event(
+                EventType::Warning,
+                reasons::FAILED_TO_UPDATE_SERVE_APPLICATIONS,
+                message.clone(),
+            );
+            self.set_condition(
+                reasons::SERVE_CONFIG_ACCEPTED,
+                "False",
+                reasons::IGNORED_BY_RAY,
+                &message,
+            );
+            return Ok(Some(state));
+        }
         if let Some(why) = missing
             && !self.rejected_recently()
         {
@@ -779,7 +806,8 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Ray refused this generation's config less than a minute ago: not sent again yet.
+    /// Ray refused (or ignored part of) this generation's config less than a minute ago:
+    /// not sent again yet.
     fn rejected_recently(&mut self) -> bool {
         let Some(condition) = self
             .condition(reasons::SERVE_CONFIG_ACCEPTED)
@@ -942,9 +970,42 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
-    /// `numServeEndpoints` from the serve Service's EndpointSlices, and the conditions.
+    /// The ready endpoints of the serve Service: the running, ready, not terminating pods
+    /// its selector picks (the host passes the namespace's `ray.io/serve=true` pods). That
+    /// is the number KubeRay 1.6 counts in the Service's EndpointSlices, read from the
+    /// source the EndpointSlice controller reads.
+    fn serve_endpoints(&self) -> i32 {
+        let Some(cluster) = self
+            .request
+            .services
+            .iter()
+            .find(|service| service.name == self.service.serve_service_name())
+            .and_then(selected_cluster)
+        else {
+            return 0;
+        };
+        let ready = self
+            .request
+            .pods
+            .views()
+            .iter()
+            .filter(|pod| {
+                pod.labels.get(RAY_CLUSTER_LABEL_KEY) == Some(cluster)
+                    && pod.labels.get(RAY_CLUSTER_SERVING_SERVICE_LABEL_KEY) == Some("true")
+                    && pod.deletion_timestamp.is_none()
+                    && pod.pod_ip.is_some_and(|ip| !ip.is_empty())
+                    && pod
+                        .conditions
+                        .get("Ready")
+                        .is_some_and(|condition| condition.status == "True")
+            })
+            .count();
+        i32::try_from(ready).unwrap_or(i32::MAX)
+    }
+
+    /// `numServeEndpoints` and the conditions.
     fn endpoints_and_conditions(&mut self) {
-        let endpoints = ready_endpoints(&self.request.related);
+        let endpoints = self.serve_endpoints();
         self.status.num_serve_endpoints = Some(endpoints);
         if endpoints > 0 {
             self.set_condition(
@@ -1067,43 +1128,6 @@ fn cluster_of(status: Option<&RayServiceStatus>) -> Option<String> {
     status
         .and_then(|status| status.ray_cluster_name.clone())
         .filter(|name| !name.is_empty())
-}
-
-/// Ready endpoints over EndpointSlices (`conditions.ready` unset counts as ready).
-fn ready_endpoints(related: &[wasmray_plugin_sdk::ObservedObject]) -> i32 {
-    let mut addresses: BTreeMap<String, ()> = BTreeMap::new();
-    for slice in related
-        .iter()
-        .filter(|object| object.kind == "EndpointSlice")
-    {
-        let Ok(value) = serde_json::from_str::<Value>(&slice.object) else {
-            continue;
-        };
-        for endpoint in value
-            .get("endpoints")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let ready = endpoint
-                .pointer("/conditions/ready")
-                .and_then(Value::as_bool)
-                .unwrap_or(true);
-            if !ready {
-                continue;
-            }
-            for address in endpoint
-                .get("addresses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                addresses.insert(address.to_owned(), ());
-            }
-        }
-    }
-    i32::try_from(addresses.len()).unwrap_or(i32::MAX)
 }
 
 fn to_time(timestamp: Timestamp) -> Time {

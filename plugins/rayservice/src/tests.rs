@@ -8,7 +8,7 @@ use wasmray_plugin_sdk::reconciler::{
     ActionResult, FinalizerIntent, RayActionKind, RayObservations, RayQuery, ReconcileInput,
     ReconcileOutput, run,
 };
-use wasmray_plugin_sdk::record::Pod;
+use wasmray_plugin_sdk::record::{Pod, PodCondition};
 use wasmray_plugin_sdk::{
     EventType, HostFacts, ObservedObject, ObservedPods, ObservedService, Timestamp, WriteMode,
 };
@@ -92,25 +92,6 @@ fn serve_svc(cluster: &str) -> ObservedService {
     }
 }
 
-fn endpoint_slice(ready: &[&str], not_ready: &[&str]) -> ObservedObject {
-    let endpoints: Vec<Value> = ready
-        .iter()
-        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
-        .chain(
-            not_ready
-                .iter()
-                .map(|ip| json!({"addresses": [ip], "conditions": {"ready": false}})),
-        )
-        .collect();
-    ObservedObject {
-        api_version: "discovery.k8s.io/v1".into(),
-        kind: "EndpointSlice".into(),
-        name: "rs-serve-svc-abc".into(),
-        uid: "uid-slice".into(),
-        object: json!({"endpoints": endpoints}).to_string(),
-    }
-}
-
 /// Serve's answer with `apps` as (name, status, deployed config).
 fn serve_answer(apps: &[(&str, &str, Value)]) -> String {
     let applications: serde_json::Map<String, Value> = apps
@@ -144,8 +125,13 @@ fn running_apps() -> String {
     ])
 }
 
-/// The running head pod of `cluster`, labelled as serving.
+/// The running head pod of `cluster`, labelled as serving and ready.
 fn serving_head(cluster: &str) -> Pod {
+    serving_pod(cluster, true)
+}
+
+/// The running head pod of `cluster`, labelled as serving, ready or not.
+fn serving_pod(cluster: &str, ready: bool) -> Pod {
     Pod {
         name: format!("{cluster}-head"),
         uid: format!("uid-{cluster}-head"),
@@ -167,7 +153,13 @@ fn serving_head(cluster: &str) -> Pod {
         pod_ip: Some("127.129.0.5".to_owned()),
         host_ip: None,
         start_time: None,
-        conditions: Vec::new(),
+        conditions: vec![PodCondition {
+            condition_type: "Ready".to_owned(),
+            status: if ready { "True" } else { "False" }.to_owned(),
+            reason: None,
+            message: None,
+            last_transition_time: None,
+        }],
         init_container_statuses: Vec::new(),
         container_statuses: Vec::new(),
     }
@@ -178,7 +170,6 @@ struct Call {
     pods: Vec<Pod>,
     children: Vec<ObservedObject>,
     services: Vec<ObservedService>,
-    related: Vec<ObservedObject>,
     ray: RayObservations,
     settings: Vec<(String, String)>,
 }
@@ -190,7 +181,6 @@ impl Call {
             pods: vec![],
             children: vec![],
             services: vec![],
-            related: vec![],
             ray: RayObservations::default(),
             settings: vec![],
         }
@@ -203,7 +193,7 @@ impl Call {
             pods: ObservedPods::from_records(&self.pods),
             services: self.services.clone(),
             children: self.children.clone(),
-            related: self.related.clone(),
+            related: Vec::new(),
             ray: self.ray.clone(),
             failed_writes: Vec::new(),
             now: Timestamp {
@@ -408,7 +398,9 @@ fn the_config_goes_to_a_ready_cluster_that_does_not_run_it_and_once_it_runs_traf
     assert_eq!(apps["fruit"].status.as_deref(), Some("RUNNING"));
     // The Services select it and endpoints are ready: it is active, and the RayService Ready.
     call.services = vec![serve_svc(&name)];
-    call.related = vec![endpoint_slice(&["127.129.0.5"], &["127.129.0.6"])];
+    let mut not_ready_worker = serving_pod(&name, false);
+    not_ready_worker.name = format!("{name}-worker");
+    call.pods = vec![serving_head(&name), not_ready_worker];
     let output = call.run();
     let status = output.status();
     assert_eq!(
@@ -433,7 +425,7 @@ fn a_config_change_goes_to_the_active_cluster_in_place() {
     let mut call = Call::new(parent.clone());
     call.children = vec![cluster(&parent, &name, true, 600)];
     call.services = vec![serve_svc(&name)];
-    call.related = vec![endpoint_slice(&["127.129.0.5"], &[])];
+    call.pods = vec![serving_head(&name)];
     call.ray.serve_status = Some(running_apps());
     assert!(
         call.run().puts().is_empty(),
@@ -477,7 +469,7 @@ fn a_cluster_spec_change_prepares_a_new_cluster_and_the_old_one_goes_after_the_d
     let mut call = Call::new(parent.clone());
     call.children = vec![cluster(&old, &name, true, 600)];
     call.services = vec![serve_svc(&name)];
-    call.related = vec![endpoint_slice(&["127.129.0.5"], &[])];
+    call.pods = vec![serving_head(&name)];
     call.ray.serve_status = Some(running_apps());
     let output = call.run();
     let created = output.applied("RayCluster");
@@ -610,7 +602,7 @@ fn a_config_ray_refuses_is_reported_and_not_resent_every_call() {
     let mut call = Call::new(parent.clone());
     call.children = vec![cluster(&parent, &name, true, 600)];
     call.services = vec![serve_svc(&name)];
-    call.related = vec![endpoint_slice(&["127.129.0.5"], &[])];
+    call.pods = vec![serving_head(&name)];
     call.ray.serve_status = Some(serve_answer(&[]));
     call.ray.action_results = vec![ActionResult {
         id: format!("serve:{name}:abcd1234"),
@@ -753,9 +745,52 @@ fn endpoints_dropping_to_zero_turn_ready_false() {
     let mut call = Call::new(parent.clone());
     call.children = vec![cluster(&parent, &name, true, 600)];
     call.services = vec![serve_svc(&name)];
-    call.related = vec![endpoint_slice(&[], &["127.129.0.5"])];
+    call.pods = vec![serving_pod(&name, false)];
     let output = call.run();
     assert_eq!(output.condition("Ready").1, "ZeroServeEndpoints");
     assert_eq!(output.status().num_serve_endpoints, Some(0));
     assert_eq!(output.status().service_status, None);
+}
+
+#[test]
+fn fields_ray_drops_are_reported_not_resent() {
+    let name = first_name();
+    let mut parent = service(2, "2", active_status(&name, 500));
+    parent["spec"]["serveConfigV2"] = json!(format!("{CONFIG}  no_such_field: 1\n"));
+    let desired =
+        crate::serve::desired_config(parent["spec"]["serveConfigV2"].as_str().unwrap()).unwrap();
+    let mut call = Call::new(parent.clone());
+    call.children = vec![cluster(&parent, &name, true, 600)];
+    call.services = vec![serve_svc(&name)];
+    call.pods = vec![serving_head(&name)];
+    // Ray runs the apps without the unknown field: the config is sent.
+    call.ray.serve_status = Some(running_apps());
+    assert_eq!(call.run().puts().len(), 1);
+    // Ray accepted it and still runs it without the field: reported, not sent again.
+    call.ray.action_results = vec![ActionResult {
+        id: format!("serve:{name}:{}", crate::serve::fingerprint(&desired)),
+        at: Timestamp {
+            seconds: NOW,
+            nanos: 0,
+        },
+        outcome: Ok(String::new()),
+    }];
+    let output = call.run();
+    assert!(output.puts().is_empty());
+    let (status, reason, message) = output.condition("ServeConfigAccepted");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "IgnoredByRay")
+    );
+    assert!(
+        message.contains("applications[math].no_such_field"),
+        "{message}"
+    );
+    parent["status"] = serde_json::from_str(output.0.status.as_deref().unwrap()).unwrap();
+    call.parent = parent;
+    call.ray.action_results.clear();
+    assert!(
+        call.run().puts().is_empty(),
+        "not sent again within a minute"
+    );
 }

@@ -1,7 +1,7 @@
 //! RayService against real Ray Serve: the pod runner runs each RayCluster's head as real Ray
 //! with Serve (tests/controlplane/pod-runner.md), the operator sends `serveConfigV2` to the
 //! cluster's own dashboard, and the test sends HTTP requests as kube-proxy would: to the ready
-//! addresses the serve Service's EndpointSlices list, re-read as they change.
+//! pods the serve Service selects, re-read as they change.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -182,27 +181,37 @@ impl Serving {
     }
 }
 
+/// The ready endpoints of the serve Service as the EndpointSlice controller would list them
+/// (the test control plane runs none: EndpointSlice validation rejects loopback pod IPs):
+/// the running, ready, not terminating pods its selector picks.
 async fn endpoints_of(client: &Client, namespace: &str) -> anyhow::Result<Vec<SocketAddr>> {
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
-    let list = slices
-        .list(
-            &ListParams::default().labels(&format!("kubernetes.io/service-name={NAME}-serve-svc")),
-        )
-        .await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let Some(service) = services.get_opt(&format!("{NAME}-serve-svc")).await? else {
+        return Ok(Vec::new());
+    };
+    let selector = service
+        .spec
+        .and_then(|spec| spec.selector)
+        .unwrap_or_default()
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    if selector.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut addresses = Vec::new();
-    for slice in list.items {
-        for endpoint in slice.endpoints.into_iter().flatten() {
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|conditions| conditions.ready)
-                .unwrap_or(true);
-            if !ready {
-                continue;
-            }
-            for address in endpoint.addresses {
-                addresses.push(SocketAddr::new(address.parse()?, SERVE_PORT));
-            }
+    for pod in pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+    {
+        if pod.metadata.deletion_timestamp.is_some() || !wasmray_e2e::pod_running_and_ready(&pod) {
+            continue;
+        }
+        if let Some(ip) = pod.status.and_then(|status| status.pod_ip) {
+            addresses.push(SocketAddr::new(ip.parse()?, SERVE_PORT));
         }
     }
     Ok(addresses)
@@ -255,8 +264,13 @@ impl Load {
                     let index = sent.fetch_add(1, Ordering::Relaxed);
                     match request(&addresses, index, "/fruit").await {
                         Ok(body) => {
-                            if let Some(pod) = body.split("pod=").nth(1) {
-                                pods.lock().await.insert(pod.trim().to_owned());
+                            // The body may be chunked: the pod name is the word after "pod=".
+                            if let Some(pod) = body
+                                .split("pod=")
+                                .nth(1)
+                                .and_then(|rest| rest.split_whitespace().next())
+                            {
+                                pods.lock().await.insert(pod.to_owned());
                             }
                         }
                         Err(error) => failed
@@ -348,12 +362,10 @@ async fn rayservice_serves_and_upgrades_without_downtime_on_real_serve() -> anyh
         "a config change made a new cluster"
     );
 
-    // A config Ray refuses (an unknown field): reported in status and events, the active
-    // cluster keeps serving, no new cluster.
-    let broken = serve_config(2).replace(
-        "route_prefix: /math",
-        "route_prefix: /math\n  no_such_field: 1",
-    );
+    // A config Ray refuses (a replica count below 1): reported in status and events, the
+    // active cluster keeps serving, no new cluster.
+    let broken =
+        serve_config(2).replace("    user_config:", "    num_replicas: -1\n    user_config:");
     serving.patch_spec(json!({"serveConfigV2": broken})).await?;
     let refused = eventually("Ray's refusal in status", || async {
         let status = serving.status().await?;
@@ -367,7 +379,7 @@ async fn rayservice_serves_and_upgrades_without_downtime_on_real_serve() -> anyh
         Ok(accepted["message"].as_str().unwrap_or_default().to_owned())
     })
     .await?;
-    ensure!(refused.contains("no_such_field"), "{refused}");
+    ensure!(refused.contains("num_replicas"), "{refused}");
     let body = request(&serving.endpoints().await?, 0, "/fruit").await?;
     ensure!(
         body.contains("fruit price=2"),
@@ -455,5 +467,21 @@ async fn rayservice_serves_and_upgrades_without_downtime_on_real_serve() -> anyh
     serving
         .wait_serving("the upgraded RayService to serve")
         .await?;
+
+    // Deleting the RayService deletes its cluster at once; its finalizer then lets it go.
+    serving
+        .services()
+        .delete(NAME, &DeleteParams::default())
+        .await?;
+    eventually("the RayService and its cluster to go", || async {
+        ensure!(
+            serving.services().get_opt(NAME).await?.is_none(),
+            "the RayService is still there"
+        );
+        let names = serving.cluster_names().await?;
+        ensure!(names.is_empty(), "clusters left: {names:?}");
+        Ok(())
+    })
+    .await?;
     fixture.finish().await
 }
