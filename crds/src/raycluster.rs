@@ -284,11 +284,40 @@ impl RayClusterSpec {
         self.suspend.unwrap_or(false)
     }
 
+    /// The head's Ray container's (`containers[0]`) port named `name`.
+    pub fn head_container_port(&self, name: &str) -> Option<i32> {
+        self.head_group_spec
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .first()?
+            .ports
+            .iter()
+            .flatten()
+            .find(|port| port.name.as_deref() == Some(name))
+            .map(|port| port.container_port)
+    }
+
     /// Ray token authentication: `authOptions` given with a mode other than `disabled`.
     pub fn token_auth_enabled(&self) -> bool {
         self.auth_options
             .as_ref()
             .is_some_and(|auth| auth.mode != Some(AuthMode::Disabled))
+    }
+}
+
+impl RayCluster {
+    /// Whether the cluster reports its head pod ready (`HeadPodReady=True`).
+    pub fn head_pod_ready(&self) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|status| status.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|condition| {
+                condition.type_ == crate::constants::HEAD_POD_READY && condition.status == "True"
+            })
     }
 }
 

@@ -21,7 +21,7 @@ use crate::cluster::{ClusterContext, GroupView};
 use crate::gcs_ft::{self, CleanupJobState};
 use crate::ingress::{head_ingress, ingress_enabled, ingress_name};
 use crate::pod::build_pod;
-use crate::scale::{FNV_OFFSET, PodMode, RayPod, fnv1a, is_head, plan_pods};
+use crate::scale::{PodMode, RayPod, is_head, plan_pods};
 use crate::serve_label::plan_head_serve_label;
 use crate::service::{
     head_service, headless_service_needed, headless_worker_service, serve_service,
@@ -29,6 +29,7 @@ use crate::service::{
 };
 use crate::settings::Settings;
 use crate::status::{PassOutcome, SuspendStep, compute_status, suspend_step};
+use wasmray_plugin_sdk::names::{FNV_OFFSET, fnv1a};
 
 /// KubeRay's requeue after an error or while waiting for something to progress.
 const SHORT_REQUEUE: Duration = Duration::from_secs(2);

@@ -12,6 +12,7 @@ use wasmray_crds::constants::{
     RAY_WORKER_REPLICA_INDEX_LABEL_KEY, RAY_WORKER_REPLICA_NAME_LABEL_KEY,
 };
 use wasmray_crds::raycluster::WorkerGroupSpec;
+use wasmray_plugin_sdk::names::{fnv1a, suffix};
 use wasmray_plugin_sdk::{ContainerState, Pod};
 
 use crate::cluster::{ClusterContext, GroupView, NodeType};
@@ -475,28 +476,9 @@ fn plan_worker_group<'p>(
 /// `<group>-<5 chars>`: a replica's name, derived from the seed (the cluster uid and the
 /// time of the call) because a plugin has no randomness of its own.
 fn replica_name(group: &str, replica_index: u32, seed: u64) -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut hash = fnv1a(seed, group.as_bytes());
-    hash = fnv1a(hash, &replica_index.to_le_bytes());
-    let suffix: String = (0..5)
-        .map(|_| {
-            let char = ALPHABET[(hash % ALPHABET.len() as u64) as usize] as char;
-            hash /= ALPHABET.len() as u64;
-            char
-        })
-        .collect();
-    format!("{group}-{suffix}")
+    let hash = fnv1a(fnv1a(seed, group.as_bytes()), &replica_index.to_le_bytes());
+    format!("{group}-{}", suffix(hash))
 }
-
-/// FNV-1a, continuing from `state`: stable across platforms and versions, unlike std's hasher.
-pub fn fnv1a(state: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(state, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// The FNV-1a offset basis.
-pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 #[cfg(test)]
 mod tests {
@@ -504,6 +486,7 @@ mod tests {
     use crate::settings::Settings;
     use crate::test_support::{cluster_from_yaml, pod, views};
     use std::collections::BTreeMap;
+    use wasmray_plugin_sdk::names::FNV_OFFSET;
     use wasmray_plugin_sdk::record::Pod as PodRecord;
 
     const CLUSTER: &str = r#"

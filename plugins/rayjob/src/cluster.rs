@@ -49,16 +49,8 @@ pub fn desired_cluster(
 
 /// The head container's dashboard port (`dashboard`, else Ray's default).
 pub fn dashboard_port(spec: &RayClusterSpec) -> i32 {
-    spec.head_group_spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|pod| pod.containers.first())
-        .and_then(|container| container.ports.as_ref())
-        .into_iter()
-        .flatten()
-        .find(|port| port.name.as_deref() == Some(DASHBOARD_PORT_NAME))
-        .map_or(DEFAULT_DASHBOARD_PORT, |port| port.container_port)
+    spec.head_container_port(DASHBOARD_PORT_NAME)
+        .unwrap_or(DEFAULT_DASHBOARD_PORT)
 }
 
 /// The head container's image.
@@ -149,17 +141,6 @@ pub fn not_ready_reason(cluster: &RayCluster, name: &str) -> Option<String> {
         "Waiting for RayCluster {name} to be ready: {}",
         details.join("; ")
     ))
-}
-
-/// Whether the cluster reports its head pod ready (`HeadPodReady=True`).
-pub fn head_ready(cluster: &RayCluster) -> bool {
-    cluster
-        .status
-        .as_ref()
-        .and_then(|status| status.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|condition| condition.type_ == HEAD_POD_READY && condition.status == "True")
 }
 
 /// Some(why) when the cluster lost its head pod after it was provisioned. The RayCluster

@@ -4,9 +4,7 @@
 //! suspend/resume by Kueue bumps) and what the name is for. Every retry and every resume
 //! gets new names, and replaying a call gives the same ones.
 
-/// KubeRay's alphabet for generated suffixes (no vowels, no look-alike digits).
-const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-const SUFFIX_LENGTH: usize = 5;
+use wasmray_plugin_sdk::names::{FNV_OFFSET, fnv1a, suffix as spelled};
 
 /// What a generated name is for; the two names of one attempt differ, as KubeRay's do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,26 +45,7 @@ fn suffix(attempt: Attempt<'_>, role: NameRole) -> String {
         hash = fnv1a(hash, &[0xff]);
     }
     // FNV's low bits mix poorly on short inputs; fold the high half in first.
-    hash ^= hash >> 32;
-    let base = ALPHABET.len() as u64;
-    (0..SUFFIX_LENGTH)
-        .map(|_| {
-            let digit = ALPHABET[(hash % base) as usize];
-            hash /= base;
-            char::from(digit)
-        })
-        .collect()
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(FNV_PRIME);
-    }
-    hash
+    spelled(hash ^ (hash >> 32))
 }
 
 #[cfg(test)]
@@ -85,7 +64,12 @@ mod tests {
         let name = generated_name("rayjob-sample", ATTEMPT, NameRole::Cluster);
         let suffix = name.strip_prefix("rayjob-sample-").unwrap();
         assert_eq!(suffix.len(), 5);
-        assert!(suffix.bytes().all(|b| ALPHABET.contains(&b)), "{suffix}");
+        assert!(
+            suffix
+                .bytes()
+                .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)),
+            "{suffix}"
+        );
     }
 
     #[test]

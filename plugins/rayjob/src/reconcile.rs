@@ -24,7 +24,7 @@ use wasmray_plugin_sdk::{Duration, Event, EventType, PluginError, Timestamp, Wri
 
 use crate::cleanup::{self, CleanupAction};
 use crate::cluster::{
-    auth_secret, dashboard_port, dashboard_url, desired_cluster, head_image, head_lost, head_ready,
+    auth_secret, dashboard_port, dashboard_url, desired_cluster, head_image, head_lost,
     not_ready_reason,
 };
 use crate::names::{Attempt, NameRole, generated_name};
@@ -585,7 +585,7 @@ impl<'a> Pass<'a> {
             }
             // The cluster still reports its head ready: the host has not passed the pod
             // yet (its watch follows `rayClusterName`), so this is no verdict.
-            Some(SubmitterState::HeadPodMissing) if head_ready(&cluster.object) => {
+            Some(SubmitterState::HeadPodMissing) if cluster.object.head_pod_ready() => {
                 self.note(format!(
                     "Waiting to observe the head pod of RayCluster {name}"
                 ));

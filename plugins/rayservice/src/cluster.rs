@@ -4,39 +4,27 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 use wasmray_crds::constants::{
-    HASH_WITHOUT_REPLICAS_AND_WORKERS_TO_DELETE_KEY, HEAD_POD_READY,
-    KUBERAY_VERSION_ANNOTATION_KEY, NUM_WORKER_GROUPS_KEY, RAY_ORIGINATED_FROM_CR_NAME_LABEL_KEY,
+    HASH_WITHOUT_REPLICAS_AND_WORKERS_TO_DELETE_KEY, KUBERAY_VERSION_ANNOTATION_KEY,
+    NUM_WORKER_GROUPS_KEY, RAY_ORIGINATED_FROM_CR_NAME_LABEL_KEY,
     RAY_ORIGINATED_FROM_CRD_LABEL_KEY,
 };
 use wasmray_crds::{RayCluster, RayClusterSpec, RayService};
+use wasmray_plugin_sdk::names::{FNV_OFFSET, fnv1a, suffix};
 
 /// The API version WasmRay serves; a cluster made by another version is updated in place
 /// once (KubeRay's rule), never replaced.
 pub const KUBERAY_VERSION: &str = "v1.7.1";
-
-/// The alphabet and length of KubeRay's generated suffixes.
-const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-const SUFFIX_LENGTH: usize = 5;
 
 /// `<rayservice>-<5 chars>`, a function of the RayService's uid and the generation that
 /// asked for the cluster: a replay gives the same name, every upgrade another.
 pub fn cluster_name(service: &RayService) -> String {
     let uid = service.metadata.uid.as_deref().unwrap_or_default();
     let generation = service.metadata.generation.unwrap_or(0);
-    let mut hash = fnv1a(FNV_OFFSET, uid.as_bytes());
-    hash = fnv1a(hash, &generation.to_le_bytes());
-    hash ^= hash >> 32;
-    let base = ALPHABET.len() as u64;
-    let suffix: String = (0..SUFFIX_LENGTH)
-        .map(|_| {
-            let digit = ALPHABET[(hash % base) as usize];
-            hash /= base;
-            char::from(digit)
-        })
-        .collect();
+    let hash = fnv1a(fnv1a(FNV_OFFSET, uid.as_bytes()), &generation.to_le_bytes());
     format!(
-        "{}-{suffix}",
-        service.metadata.name.as_deref().unwrap_or_default()
+        "{}-{}",
+        service.metadata.name.as_deref().unwrap_or_default(),
+        suffix(hash ^ (hash >> 32))
     )
 }
 
@@ -164,26 +152,4 @@ pub fn spec_change(goal: &RayClusterSpec, cluster: &RayCluster) -> SpecChange {
         return SpecChange::GroupsAppended;
     }
     SpecChange::Upgrade
-}
-
-/// Whether the cluster reports its head pod ready (`HeadPodReady=True`).
-pub fn head_ready(cluster: &RayCluster) -> bool {
-    cluster
-        .status
-        .as_ref()
-        .and_then(|status| status.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|condition| condition.type_ == HEAD_POD_READY && condition.status == "True")
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(FNV_PRIME);
-    }
-    hash
 }

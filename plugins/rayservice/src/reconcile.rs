@@ -35,7 +35,7 @@ use wasmray_plugin_sdk::{
     Duration, Event, EventType, PluginError, Timestamp, WriteMode, from_json, log,
 };
 
-use crate::cluster::{SpecChange, cluster_name, desired_cluster, head_ready, spec_change};
+use crate::cluster::{SpecChange, cluster_name, desired_cluster, spec_change};
 use crate::serve::{desired_config, fingerprint};
 use crate::services::{selected_cluster, serve_service};
 use wasmray_crds::serve_api::ServeState;
@@ -664,7 +664,7 @@ impl<'a> Pass<'a> {
         };
         let ready = self
             .cluster(&target)
-            .is_some_and(|cluster| head_ready(&cluster.object));
+            .is_some_and(|cluster| cluster.object.head_pod_ready());
         self.results_of_sent_configs();
         if !ready {
             return Ok(None);
@@ -731,17 +731,7 @@ impl<'a> Pass<'a> {
                     ignored.join(", ")
                 }
             );
-            self.event(
-                EventType::Warning,
-                reasons::FAILED_TO_UPDATE_SERVE_APPLICATIONS,
-                message.clone(),
-            );
-            self.set_condition(
-                reasons::SERVE_CONFIG_ACCEPTED,
-                "False",
-                reasons::IGNORED_BY_RAY,
-                &message,
-            );
+            self.config_not_taken(reasons::IGNORED_BY_RAY, message);
             return Ok(Some(state));
         }
         if let Some(why) = missing
@@ -790,20 +780,20 @@ impl<'a> Pass<'a> {
                 Err(error) => {
                     let message =
                         format!("Ray Serve on RayCluster {cluster} refused serveConfigV2: {error}");
-                    self.event(
-                        EventType::Warning,
-                        reasons::FAILED_TO_UPDATE_SERVE_APPLICATIONS,
-                        message.clone(),
-                    );
-                    self.set_condition(
-                        reasons::SERVE_CONFIG_ACCEPTED,
-                        "False",
-                        reasons::REJECTED_BY_RAY,
-                        &message,
-                    );
+                    self.config_not_taken(reasons::REJECTED_BY_RAY, message);
                 }
             }
         }
+    }
+
+    /// Ray did not take the config as sent: a Warning event and `ServeConfigAccepted=False`.
+    fn config_not_taken(&mut self, reason: &str, message: String) {
+        self.set_condition(reasons::SERVE_CONFIG_ACCEPTED, "False", reason, &message);
+        self.event(
+            EventType::Warning,
+            reasons::FAILED_TO_UPDATE_SERVE_APPLICATIONS,
+            message,
+        );
     }
 
     /// Ray refused (or ignored part of) this generation's config less than a minute ago:
@@ -1069,7 +1059,7 @@ impl<'a> Pass<'a> {
         let cluster = self.cluster(pending);
         let why = match cluster {
             None => format!("RayCluster {pending} is being created"),
-            Some(cluster) if !head_ready(&cluster.object) => {
+            Some(cluster) if !cluster.object.head_pod_ready() => {
                 format!("the head pod of RayCluster {pending} is not ready")
             }
             Some(_) => {

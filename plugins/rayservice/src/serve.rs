@@ -2,6 +2,7 @@
 //! takes, and its fingerprint.
 
 use serde_json::Value;
+use wasmray_plugin_sdk::names::{FNV_OFFSET, fnv1a};
 
 /// `serveConfigV2` as the JSON document the dashboard takes. Errors say what is wrong.
 pub fn desired_config(yaml: &str) -> Result<Value, String> {
@@ -20,11 +21,6 @@ pub fn desired_config(yaml: &str) -> Result<Value, String> {
 
 /// A short, stable fingerprint of a config, for action ids and messages.
 pub fn fingerprint(config: &Value) -> String {
-    let text = config.to_string();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = fnv1a(FNV_OFFSET, config.to_string().as_bytes());
     format!("{:08x}", hash >> 32)
 }

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use wasmray_crds::RayService;
 use wasmray_crds::constants::{
     RAY_CLUSTER_LABEL_KEY, RAY_CLUSTER_SERVING_SERVICE_LABEL_KEY,
     RAY_ORIGINATED_FROM_CR_NAME_LABEL_KEY, RAY_ORIGINATED_FROM_CRD_LABEL_KEY, SERVING_PORT_NAME,
 };
-use wasmray_crds::{RayClusterSpec, RayService};
 use wasmray_plugin_sdk::{ObservedService, lookup};
 
 /// The serve Service selecting `cluster`'s serving pods, or why there can be none.
@@ -18,7 +18,10 @@ pub fn serve_service(service: &RayService, cluster: &str) -> Result<Service, Str
     let name = service.metadata.name.clone().unwrap_or_default();
     let custom = service.spec.serve_service.clone().unwrap_or_default();
     let custom_spec = custom.spec.clone().unwrap_or_default();
-    let port = serve_port(&service.spec.ray_cluster_config)
+    let port = service
+        .spec
+        .ray_cluster_config
+        .head_container_port(SERVING_PORT_NAME)
         .map(|port| ServicePort {
             name: Some(SERVING_PORT_NAME.to_owned()),
             port,
@@ -91,21 +94,6 @@ fn selector(cluster: &str) -> BTreeMap<String, String> {
             "true".to_owned(),
         ),
     ])
-}
-
-/// The head container's `serve` port.
-pub fn serve_port(spec: &RayClusterSpec) -> Option<i32> {
-    spec.head_group_spec
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .ports
-        .iter()
-        .flatten()
-        .find(|port| port.name.as_deref() == Some(SERVING_PORT_NAME))
-        .map(|port| port.container_port)
 }
 
 /// The cluster an observed Service selects, if any.

@@ -22,6 +22,7 @@ mod arena;
 pub mod bindings;
 mod json;
 pub mod log;
+pub mod names;
 // The component's `memcmp`; natively only its tests build.
 #[cfg(any(target_arch = "wasm32", test))]
 mod memcmp;
