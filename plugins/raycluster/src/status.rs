@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8s_openapi::jiff;
 use wasmray_crds::constants::*;
 use wasmray_crds::raycluster::{ClusterState, HeadInfo, RayClusterStatus};
 use wasmray_plugin_sdk::{ContainerState, ObservedService, Pod, Timestamp, lookup};
@@ -111,7 +110,7 @@ pub fn compute_status(
 ) -> Option<RayClusterStatus> {
     let old = ctx.cluster.status.as_ref();
     let mut status = old.cloned().unwrap_or_default();
-    let now = to_time(now);
+    let now = now.to_kube_time();
     let head_pod = pods
         .iter()
         .filter(|pod| is_head(pod))
@@ -156,12 +155,6 @@ fn finish(
     }
     status.last_update_time = Some(now);
     Some(status)
-}
-
-fn to_time(timestamp: Timestamp) -> Time {
-    // Kubernetes keeps whole seconds; dropping the rest keeps comparisons with stored
-    // times exact.
-    Time(jiff::Timestamp::from_second(timestamp.seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
 }
 
 /// `meta.SetStatusCondition`: the transition time moves only when the status does.
@@ -898,7 +891,7 @@ spec:
                     status: status?.into(),
                     reason: kind.into(),
                     message: String::new(),
-                    last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+                    last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
                     observed_generation: None,
                 })
             })

@@ -286,7 +286,7 @@ impl<'a> Pass<'a> {
         };
         self.status.ray_cluster_name = Some(cluster);
         self.status.job_status = None;
-        self.status.start_time = Some(to_time(self.now()));
+        self.status.start_time = Some(self.now().to_kube_time());
         self.go(JobDeploymentStatus::Initializing);
         self.decision.requeue_after(REQUEUE);
     }
@@ -295,7 +295,7 @@ impl<'a> Pass<'a> {
     fn deadline_exceeded(&mut self) -> Option<Outcome> {
         let seconds = self.job.spec.active_deadline_seconds?;
         let start = self.status.start_time.as_ref()?;
-        let start_at = from_time(start);
+        let start_at = Timestamp::from_kube_time(start);
         let deadline = start_at.plus(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)));
         let now = self.now();
         if now.since(&deadline) == Duration::ZERO && now != deadline {
@@ -774,7 +774,7 @@ impl<'a> Pass<'a> {
         }
         let end = self.status.ray_job_info.as_ref()?.end_time.as_ref()?;
         let grace = Duration::from_secs(self.settings.transition_grace_period_seconds);
-        if self.now().since(&from_time(end)) <= grace {
+        if self.now().since(&Timestamp::from_kube_time(end)) <= grace {
             return None;
         }
         let message = format!(
@@ -804,7 +804,7 @@ impl<'a> Pass<'a> {
                     self.status.succeeded = Some(self.status.succeeded.unwrap_or(0) + 1);
                 }
                 self.go(JobDeploymentStatus::Complete);
-                self.status.end_time = Some(to_time(self.now()));
+                self.status.end_time = Some(self.now().to_kube_time());
                 self.decision.event(Event::normal(
                     reasons::COMPLETED,
                     format!(
@@ -844,7 +844,7 @@ impl<'a> Pass<'a> {
                     self.decision.requeue_after(REQUEUE);
                 } else {
                     self.go(JobDeploymentStatus::Failed);
-                    self.status.end_time = Some(to_time(self.now()));
+                    self.status.end_time = Some(self.now().to_kube_time());
                     self.decision
                         .event(Event::warning(format!("{reason:?}"), message));
                 }
@@ -940,9 +940,9 @@ impl<'a> Pass<'a> {
     /// Complete and Failed: the TTL or deletion strategy, nothing else.
     fn on_finished(&mut self) -> Result<(), PluginError> {
         let end = match &self.status.end_time {
-            Some(end) => from_time(end),
+            Some(end) => Timestamp::from_kube_time(end),
             None => {
-                self.status.end_time = Some(to_time(self.now()));
+                self.status.end_time = Some(self.now().to_kube_time());
                 self.now()
             }
         };
@@ -1005,19 +1005,6 @@ fn ray_failure_message(info: &RayJobInfo) -> String {
     match info.error_type.as_deref().filter(|kind| !kind.is_empty()) {
         Some(kind) => format!("{kind}: {message}"),
         None => message.to_owned(),
-    }
-}
-
-fn to_time(timestamp: Timestamp) -> Time {
-    // Kubernetes keeps whole seconds; dropping the rest keeps comparisons with stored
-    // times exact.
-    Time(jiff::Timestamp::from_second(timestamp.seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
-}
-
-fn from_time(time: &Time) -> Timestamp {
-    Timestamp {
-        seconds: time.0.as_second(),
-        nanos: 0,
     }
 }
 

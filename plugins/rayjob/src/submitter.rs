@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
     SecretKeySelector,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use wasmray_crds::RayJob;
 use wasmray_crds::constants::{
     COMPONENT_NAME, DEFAULT_DASHBOARD_PORT, KUBERNETES_CREATED_BY_LABEL_KEY, RAY_AUTH_MODE_ENV,
@@ -238,13 +238,6 @@ impl SubmitterState {
     }
 }
 
-fn to_timestamp(time: &Time) -> Timestamp {
-    Timestamp {
-        seconds: time.0.as_second(),
-        nanos: 0,
-    }
-}
-
 /// The submitter Job's state from its final condition (`Failed` or `Complete`).
 pub fn job_state(job: &Job) -> SubmitterState {
     let conditions = job
@@ -255,7 +248,10 @@ pub fn job_state(job: &Job) -> SubmitterState {
         if condition.status != "True" {
             continue;
         }
-        let at = condition.last_transition_time.as_ref().map(to_timestamp);
+        let at = condition
+            .last_transition_time
+            .as_ref()
+            .map(Timestamp::from_kube_time);
         match condition.type_.as_str() {
             "Failed" => {
                 return SubmitterState::Failed {

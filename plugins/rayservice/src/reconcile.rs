@@ -11,8 +11,7 @@
 //! before the next call, whose input status is that new status. So the answer is about the
 //! target of the input status; when this call changes the target, the answer is not used.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use wasmray_crds::constants::{
     BOTH_ACTIVE_PENDING_CLUSTERS_EXIST, INITIALIZING_TIMEOUT, NO_ACTIVE_CLUSTER,
     NO_PENDING_CLUSTER, NON_ZERO_SERVE_ENDPOINTS, RAY_CLUSTER_LABEL_KEY,
@@ -176,7 +175,7 @@ impl<'a> Pass<'a> {
         let mut unchanged = self.status.clone();
         unchanged.last_update_time = self.previous.last_update_time.clone();
         if unchanged != self.previous {
-            self.status.last_update_time = Some(to_time(self.request.now));
+            self.status.last_update_time = Some(self.request.now.to_kube_time());
         }
         self.decision.set_status(&self.status)?;
         Ok(self.decision)
@@ -216,7 +215,7 @@ impl<'a> Pass<'a> {
 
     /// Sets a condition; its transition time changes only with its status.
     fn set_condition(&mut self, kind: &str, status: &str, reason: &str, message: &str) {
-        let now = to_time(self.now());
+        let now = self.now().to_kube_time();
         let generation = self.generation;
         let conditions = self.status.conditions.get_or_insert_with(Vec::new);
         let transition = conditions
@@ -497,7 +496,7 @@ impl<'a> Pass<'a> {
         let Some(since) = self
             .condition(RAY_SERVICE_READY)
             .filter(|ready| ready.status == "False" && ready.reason == RAY_SERVICE_INITIALIZING)
-            .map(|ready| from_time(&ready.last_transition_time))
+            .map(|ready| Timestamp::from_kube_time(&ready.last_transition_time))
         else {
             return false;
         };
@@ -531,7 +530,7 @@ impl<'a> Pass<'a> {
         );
         let left_behind = self
             .condition(UPGRADE_IN_PROGRESS)
-            .map(|condition| from_time(&condition.last_transition_time));
+            .map(|condition| Timestamp::from_kube_time(&condition.last_transition_time));
         for index in 0..self.clusters.len() {
             let cluster = &self.clusters[index];
             if cluster.deleting || keep.iter().flatten().any(|name| *name == cluster.name) {
@@ -542,7 +541,7 @@ impl<'a> Pass<'a> {
                 .metadata
                 .creation_timestamp
                 .as_ref()
-                .map(from_time);
+                .map(Timestamp::from_kube_time);
             let since = match (left_behind, created) {
                 (Some(a), Some(b)) => {
                     if a.since(&b) > Duration::ZERO {
@@ -807,7 +806,8 @@ impl<'a> Pass<'a> {
         else {
             return false;
         };
-        let retry = from_time(&condition.last_transition_time).plus(REJECTED_CONFIG_RETRY);
+        let retry =
+            Timestamp::from_kube_time(&condition.last_transition_time).plus(REJECTED_CONFIG_RETRY);
         if self.now().since(&retry) > Duration::ZERO {
             // Retried now; the condition's time restarts with the next answer.
             self.remove_condition(reasons::SERVE_CONFIG_ACCEPTED);
@@ -867,7 +867,7 @@ impl<'a> Pass<'a> {
                     .pending_service_status
                     .take()
                     .unwrap_or_default();
-                promoted.last_traffic_migrated_time = Some(to_time(self.now()));
+                promoted.last_traffic_migrated_time = Some(self.now().to_kube_time());
                 self.status.active_service_status = Some(promoted);
                 if !previous.is_empty() {
                     self.event(
@@ -1053,7 +1053,7 @@ impl<'a> Pass<'a> {
             .condition(UPGRADE_IN_PROGRESS)
             .filter(|condition| condition.status == "True")
             .map_or(self.now(), |condition| {
-                from_time(&condition.last_transition_time)
+                Timestamp::from_kube_time(&condition.last_transition_time)
             });
         let waited = self.now().since(&since).as_secs();
         let cluster = self.cluster(pending);
@@ -1118,16 +1118,4 @@ fn cluster_of(status: Option<&RayServiceStatus>) -> Option<String> {
     status
         .and_then(|status| status.ray_cluster_name.clone())
         .filter(|name| !name.is_empty())
-}
-
-fn to_time(timestamp: Timestamp) -> Time {
-    // Kubernetes keeps whole seconds.
-    Time(jiff::Timestamp::from_second(timestamp.seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
-}
-
-fn from_time(time: &Time) -> Timestamp {
-    Timestamp {
-        seconds: time.0.as_second(),
-        nanos: 0,
-    }
 }

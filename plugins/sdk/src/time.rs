@@ -91,6 +91,25 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+impl Timestamp {
+    /// As a Kubernetes `metav1.Time`, in whole seconds (Kubernetes keeps no more, so
+    /// comparisons with stored times stay exact).
+    pub fn to_kube_time(&self) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+        use k8s_openapi::jiff::Timestamp as Instant;
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Instant::from_second(self.seconds).unwrap_or(Instant::UNIX_EPOCH),
+        )
+    }
+
+    /// From a Kubernetes `metav1.Time` (whole seconds).
+    pub fn from_kube_time(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Self {
+        Timestamp {
+            seconds: time.0.as_second(),
+            nanos: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
