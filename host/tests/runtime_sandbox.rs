@@ -619,6 +619,7 @@ async fn builtins_load_with_their_roles_and_the_disk_cache_serves_a_restart() {
         [
             ("raycluster", Role::Reconciler),
             ("rayjob", Role::Reconciler),
+            ("rayservice", Role::Reconciler),
             ("ray-default", Role::Autoscaler),
             ("warm-pool", Role::Autoscaler),
             ("volcano", Role::Scheduler),
